@@ -1,0 +1,346 @@
+//! Turning merged layers into [`Settings`], or the first mistake with its file and line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rayefa_wire::{AgentConfigFile, Role, StepSection};
+
+use super::load::{ConfigError, ConfigSource, merge};
+use super::{
+    AgentSettings, CommandSettings, EfaMode, EfaSettings, NodeSettings, PackageManagerChoice,
+    PackageSettings, RebootPolicy, Settings, StepPolicy, default_start_commands,
+};
+
+pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:8700";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/rayefa";
+pub(crate) const DEFAULT_VIRTUALENV: &str = "/opt/rayefa/venv";
+pub(crate) const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
+/// The seed guide's Python packages.
+pub(crate) const DEFAULT_PYTHON_PACKAGES: [&str; 4] =
+    ["ray[default,data]", "pandas", "pyarrow", "boto3"];
+pub(crate) const DEFAULT_EFA_VERSION: &str = "1.45.1";
+pub(crate) const DEFAULT_EFA_URL: &str =
+    "https://efa-installer.amazonaws.com/aws-efa-installer-1.45.1.tar.gz";
+/// SHA-256 of the 1.45.1 tarball as AWS publishes it.
+pub(crate) const DEFAULT_EFA_SHA256: &str =
+    "9aeb20c645135b6039cc08986d8f14e63280f7839e882a74df5e83627ffeaa17";
+/// The fingerprint of AWS's EFA installer signing key.
+pub(crate) const DEFAULT_EFA_FINGERPRINT: &str = "4E9091BCBB97A96B26B15E59A05480B1DD2D3CCC";
+pub(crate) const DEFAULT_EFA_KEY: &str = "/etc/rayefa/aws-efa-installer.key";
+
+/// Where a value came from: the last file that sets it.
+struct Origin<'a> {
+    sources: &'a [ConfigSource],
+}
+
+impl Origin<'_> {
+    fn invalid(&self, table: &str, key: &str, message: impl Into<String>) -> ConfigError {
+        let found = self
+            .sources
+            .iter()
+            .rev()
+            .find_map(|s| s.line_of(table, key).map(|line| (s.path.clone(), Some(line))));
+        let (path, line) = found.unwrap_or_else(|| {
+            (
+                self.sources.last().map(|s| s.path.clone()).unwrap_or_default(),
+                None,
+            )
+        });
+        let dotted = if table.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{table}.{key}")
+        };
+        ConfigError::Invalid {
+            path,
+            line,
+            key: dotted,
+            message: message.into(),
+        }
+    }
+
+    fn missing(&self, key: &str, why: &str) -> ConfigError {
+        ConfigError::Missing {
+            key: key.to_owned(),
+            why: why.to_owned(),
+            files: self.sources.iter().map(|s| s.path.clone()).collect(),
+        }
+    }
+}
+
+/// Merges `sources` in order and checks the result.
+pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError> {
+    let merged = sources
+        .iter()
+        .map(|s| s.layer.clone())
+        .fold(AgentConfigFile::default(), merge);
+    let origin = Origin { sources };
+
+    let node = merged.node.unwrap_or_default();
+    let cluster_name = node
+        .cluster_name
+        .ok_or_else(|| origin.missing("node.cluster_name", "the cluster this node belongs to"))?;
+    if cluster_name.is_empty()
+        || !cluster_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(origin.invalid(
+            "node",
+            "cluster_name",
+            format!("`{cluster_name}` is not a cluster name (letters, digits, `_` and `-`)"),
+        ));
+    }
+    let role = node
+        .role
+        .ok_or_else(|| origin.missing("node.role", "`head` or `worker`"))?;
+    let node_type = node
+        .node_type
+        .ok_or_else(|| origin.missing("node.node_type", "the node type's name in the cluster file"))?;
+    let head_address = node.head_address.filter(|a| !a.trim().is_empty());
+    if role == Role::Worker && head_address.is_none() {
+        return Err(origin.missing("node.head_address", "a worker must know its head"));
+    }
+
+    let agent = merged.agent.unwrap_or_default();
+    let listen_text = agent.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        origin.invalid(
+            "agent",
+            "listen",
+            format!("`{listen_text}` is not an address and port such as {DEFAULT_LISTEN}"),
+        )
+    })?;
+    let state_dir = absolute(
+        &origin,
+        "agent",
+        "state_dir",
+        agent.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR),
+    )?;
+    let max_connections = agent.max_connections.unwrap_or(256);
+    if max_connections == 0 {
+        return Err(origin.invalid("agent", "max_connections", "must be at least 1"));
+    }
+    let imds_endpoint = agent
+        .imds_endpoint
+        .or_else(|| std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").ok())
+        .unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.to_owned());
+
+    let environment = merged.environment.unwrap_or_default();
+    if let Some(bad) = environment.keys().find(|k| !is_env_name(k)) {
+        return Err(origin.invalid(
+            "environment",
+            bad,
+            format!("`{bad}` is not an environment variable name"),
+        ));
+    }
+
+    let steps = merged.steps.unwrap_or_default();
+    let mut policies = BTreeMap::new();
+    for (name, section) in [
+        ("grow-root", steps.grow_root),
+        ("install-efa", steps.install_efa),
+        ("probe-efa", steps.probe_efa),
+        ("install-ray", steps.install_ray),
+        ("setup-commands", steps.setup_commands),
+        ("start-ray", steps.start_ray),
+    ] {
+        let policy = step_policy(&origin, name, section.unwrap_or_default())?;
+        policies.insert(name.to_owned(), policy);
+    }
+
+    let packages = merged.packages.unwrap_or_default();
+    let manager = match packages.manager.as_deref().unwrap_or("auto") {
+        "auto" => PackageManagerChoice::Auto,
+        "dnf" => PackageManagerChoice::Dnf,
+        "apt" => PackageManagerChoice::Apt,
+        other => {
+            return Err(origin.invalid(
+                "packages",
+                "manager",
+                format!("`{other}` is not one of auto, dnf, apt"),
+            ));
+        }
+    };
+    let virtualenv = absolute(
+        &origin,
+        "packages",
+        "virtualenv",
+        packages.virtualenv.as_deref().unwrap_or(DEFAULT_VIRTUALENV),
+    )?;
+
+    let commands = merged.commands.unwrap_or_default();
+    let start = commands
+        .start
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| default_start_commands(role));
+
+    let efa = efa_settings(&origin, merged.efa.unwrap_or_default())?;
+
+    Ok(Settings {
+        node: NodeSettings {
+            cluster_name,
+            role,
+            node_type,
+            head_address,
+            resources: node.resources.unwrap_or_default(),
+            labels: node.labels.unwrap_or_default(),
+        },
+        agent: AgentSettings {
+            listen,
+            state_dir,
+            imds: agent.imds.unwrap_or(true),
+            imds_endpoint,
+            stop_grace: Duration::from_secs(agent.stop_grace_secs.unwrap_or(10)),
+            max_connections,
+        },
+        environment,
+        steps: policies,
+        packages: PackageSettings {
+            manager,
+            os: packages.os,
+            python: packages.python.unwrap_or_else(|| {
+                DEFAULT_PYTHON_PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+            }),
+            virtualenv,
+            python_interpreter: packages
+                .python_interpreter
+                .unwrap_or_else(|| "python3".to_owned()),
+            pip_args: packages.pip_args.unwrap_or_default(),
+        },
+        commands: CommandSettings {
+            initialization: commands.initialization.unwrap_or_default(),
+            setup: commands.setup.unwrap_or_default(),
+            start,
+        },
+        efa,
+    })
+}
+
+fn step_policy(origin: &Origin<'_>, name: &str, section: StepSection) -> Result<StepPolicy, ConfigError> {
+    let defaults = StepPolicy::default_for(name);
+    let table = format!("steps.{name}");
+    if section.timeout_secs == Some(0) {
+        return Err(origin.invalid(&table, "timeout_secs", "must be at least 1"));
+    }
+    if section.attempts == Some(0) {
+        return Err(origin.invalid(&table, "attempts", "must be at least 1"));
+    }
+    let backoff = match section.backoff_secs {
+        Some(secs) if !(0.0..=3600.0).contains(&secs) => {
+            return Err(origin.invalid(&table, "backoff_secs", "must be between 0 and 3600"));
+        }
+        Some(secs) => Duration::from_secs_f64(secs),
+        None => defaults.backoff,
+    };
+    Ok(StepPolicy {
+        enabled: section.enabled.unwrap_or(defaults.enabled),
+        timeout: section
+            .timeout_secs
+            .map_or(defaults.timeout, Duration::from_secs),
+        attempts: section.attempts.unwrap_or(defaults.attempts),
+        backoff,
+    })
+}
+
+fn efa_settings(origin: &Origin<'_>, efa: rayefa_wire::EfaSection) -> Result<EfaSettings, ConfigError> {
+    let mode = match efa.mode.as_deref().unwrap_or("auto") {
+        "required" => EfaMode::Required,
+        "auto" => EfaMode::Auto,
+        "off" => EfaMode::Off,
+        other => {
+            return Err(origin.invalid(
+                "efa",
+                "mode",
+                format!("`{other}` is not one of required, auto, off"),
+            ));
+        }
+    };
+    let on_reboot = match efa.on_reboot.as_deref().unwrap_or("reboot") {
+        "reboot" => RebootPolicy::Reboot,
+        "fail" => RebootPolicy::Fail,
+        other => {
+            return Err(origin.invalid(
+                "efa",
+                "on_reboot",
+                format!("`{other}` is not one of reboot, fail"),
+            ));
+        }
+    };
+    let sha256 = efa
+        .installer_sha256
+        .unwrap_or_else(|| DEFAULT_EFA_SHA256.to_owned())
+        .to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(origin.invalid(
+            "efa",
+            "installer_sha256",
+            "must be 64 hexadecimal digits",
+        ));
+    }
+    let fingerprint: String = efa
+        .fingerprint
+        .unwrap_or_else(|| DEFAULT_EFA_FINGERPRINT.to_owned())
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if fingerprint.len() != 40 || !fingerprint.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(origin.invalid(
+            "efa",
+            "fingerprint",
+            "must be 40 hexadecimal digits (spaces allowed)",
+        ));
+    }
+    let installer_url = efa.installer_url.unwrap_or_else(|| DEFAULT_EFA_URL.to_owned());
+    if !(installer_url.starts_with("https://") || installer_url.starts_with("http://")) {
+        return Err(origin.invalid("efa", "installer_url", "must be an http or https URL"));
+    }
+    let signature_url = efa
+        .signature_url
+        .unwrap_or_else(|| format!("{installer_url}.sig"));
+    let public_key = absolute(
+        origin,
+        "efa",
+        "public_key",
+        efa.public_key.as_deref().unwrap_or(DEFAULT_EFA_KEY),
+    )?;
+    let libfabric = efa
+        .libfabric
+        .as_deref()
+        .map(|path| absolute(origin, "efa", "libfabric", path))
+        .transpose()?;
+    Ok(EfaSettings {
+        mode,
+        installer_url,
+        installer_sha256: sha256,
+        signature_url,
+        public_key,
+        fingerprint,
+        installer_flags: efa.installer_flags.unwrap_or_else(|| vec!["-y".to_owned()]),
+        installer_version: efa
+            .installer_version
+            .unwrap_or_else(|| DEFAULT_EFA_VERSION.to_owned()),
+        on_reboot,
+        expected_interfaces: efa.expected_interfaces,
+        libfabric,
+    })
+}
+
+fn absolute(origin: &Origin<'_>, table: &str, key: &str, path: &str) -> Result<PathBuf, ConfigError> {
+    if path.starts_with('/') {
+        Ok(PathBuf::from(path))
+    } else {
+        Err(origin.invalid(table, key, format!("`{path}` is not an absolute path")))
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

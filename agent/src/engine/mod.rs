@@ -1,0 +1,19 @@
+//! The step engine: runs the bootstrap graph with the package-manager lock, timeouts, retries
+//! and a journal that survives crashes and reboots.
+
+mod graph;
+mod journal;
+mod lock;
+mod log;
+mod report;
+mod run;
+mod step;
+mod transition;
+
+pub(crate) use graph::{GraphError, StepGraph};
+pub(crate) use journal::{Journal, JournalError};
+pub(crate) use lock::PackageLock;
+pub(crate) use log::StepLog;
+pub(crate) use report::{StatusBoard, StepReporter};
+pub(crate) use run::{Engine, EngineEnd};
+pub(crate) use step::{Check, Outcome, Step, StepContext, StepError, Wanted, tail_of};

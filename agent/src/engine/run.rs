@@ -1,0 +1,431 @@
+//! Scheduling the graph: start what is ready, record every transition, stop cleanly.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rayefa_wire::{NodeState, StepState, StepStatus};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::graph::StepGraph;
+use super::journal::{Journal, JournalDoc, PendingReboot};
+use super::lock::PackageLock;
+use super::log::StepLog;
+use super::report::StatusBoard;
+use super::step::{Check, Outcome, Step, StepContext, StepError, Wanted};
+use super::transition::{IllegalTransition, Transitions};
+use crate::config::{RebootPolicy, Settings};
+use crate::facts::Ec2Lookup;
+use crate::host::{ChildRegistry, CommandRunner, CommandSpec, HostRoot};
+
+/// How a run of the engine ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EngineEnd {
+    Ready,
+    Failed { step: String },
+    /// A reboot was asked for; the agent resumes after the boot.
+    Rebooting { step: String },
+    /// The agent was told to stop; the journal holds where it was.
+    Stopped,
+}
+
+/// Everything the engine needs from the agent around it.
+pub(crate) struct Engine {
+    pub(crate) graph: StepGraph,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) root: HostRoot,
+    pub(crate) runner: Arc<dyn CommandRunner>,
+    pub(crate) children: ChildRegistry,
+    pub(crate) board: StatusBoard,
+    pub(crate) journal: Journal,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) ec2: Ec2Lookup,
+    pub(crate) on_reboot: RebootPolicy,
+}
+
+/// Applies transitions to the status document and writes the journal after each.
+#[derive(Clone)]
+struct Recorder {
+    board: StatusBoard,
+    journal: Journal,
+    pending_reboot: Arc<Mutex<Option<PendingReboot>>>,
+    write: Arc<Mutex<()>>,
+}
+
+impl Recorder {
+    fn transition(
+        &self,
+        index: usize,
+        change: impl FnOnce(&mut StepStatus) -> Result<(), IllegalTransition>,
+    ) -> Result<(), IllegalTransition> {
+        let mut result = Ok(());
+        self.board.update(|doc| {
+            if let Some(step) = doc.steps.get_mut(index) {
+                result = change(step);
+            }
+        });
+        self.persist();
+        result
+    }
+
+    fn persist(&self) {
+        let _serialised = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let doc = JournalDoc {
+            version: 0,
+            steps: self.board.snapshot().steps,
+            pending_reboot: self
+                .pending_reboot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        if let Err(err) = self.journal.save(&doc) {
+            tracing::error!("{err}");
+            let warning = err.to_string();
+            self.board.update(|doc| {
+                if !doc.warnings.contains(&warning) {
+                    doc.warnings.push(warning);
+                }
+            });
+        }
+    }
+
+    fn node_state(&self, state: NodeState) {
+        self.board.update(|doc| doc.state = state);
+    }
+}
+
+impl Engine {
+    /// The status document's step list for this graph, from the journal where it has a record.
+    pub(crate) fn initial_steps(graph: &StepGraph, journal: Option<&JournalDoc>) -> Vec<StepStatus> {
+        graph
+            .steps()
+            .iter()
+            .map(|step| {
+                let depends_on = step.depends_on().iter().map(|d| (*d).to_owned()).collect();
+                let recorded = journal.and_then(|j| j.steps.iter().find(|s| s.name == step.name()));
+                match recorded {
+                    Some(record) => {
+                        let mut record = record.clone();
+                        record.depends_on = depends_on;
+                        record.resume();
+                        record
+                    }
+                    None => StepStatus {
+                        name: step.name().to_owned(),
+                        state: StepState::Pending,
+                        depends_on,
+                        activity: None,
+                        started_at_ms: None,
+                        finished_at_ms: None,
+                        attempts: 0,
+                        exit_code: None,
+                        error: None,
+                        output_tail: String::new(),
+                        detail: None,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the graph until every step is final, a reboot is needed, or `stop` is cancelled.
+    pub(crate) async fn run(self, pending_reboot: Option<PendingReboot>, stop: CancellationToken) -> EngineEnd {
+        let recorder = Recorder {
+            board: self.board.clone(),
+            journal: self.journal.clone(),
+            pending_reboot: Arc::new(Mutex::new(None)),
+            write: Arc::new(Mutex::new(())),
+        };
+        if let Some(pending) = pending_reboot {
+            if pending.boot_id == current_boot_id(&self.root) {
+                // The reboot was asked for but has not happened (the agent was restarted
+                // first): ask again rather than carry on with a half-installed driver.
+                return self.reboot(&recorder, pending.step).await;
+            }
+            tracing::info!(step = pending.step, "resuming after the reboot the step asked for");
+        }
+        recorder.node_state(NodeState::Bootstrapping);
+        recorder.persist();
+
+        let package_lock = PackageLock::default();
+        let mut tasks: JoinSet<(usize, TaskEnd)> = JoinSet::new();
+        let mut reboot_for = None;
+        loop {
+            if reboot_for.is_none() {
+                self.start_ready_steps(&recorder, &package_lock, &mut tasks);
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                () = stop.cancelled() => {
+                    self.children.stop_all(self.settings.agent.stop_grace).await;
+                    tasks.shutdown().await;
+                    recorder.persist();
+                    return EngineEnd::Stopped;
+                }
+            };
+            match joined {
+                Some(Ok((index, TaskEnd::Finished))) => self.block_dependents_if_failed(&recorder, index),
+                Some(Ok((_, TaskEnd::RebootRequired { step }))) => reboot_for = Some(step),
+                Some(Err(join_error)) => {
+                    tracing::error!("a step task ended abnormally: {join_error}");
+                }
+                None => break,
+            }
+        }
+        if let Some(step) = reboot_for {
+            return self.reboot(&recorder, step).await;
+        }
+        self.finish(&recorder)
+    }
+
+    fn start_ready_steps(&self, recorder: &Recorder, lock: &PackageLock, tasks: &mut JoinSet<(usize, TaskEnd)>) {
+        let doc = self.board.snapshot();
+        for (index, step) in self.graph.steps().iter().enumerate() {
+            let Some(status) = doc.steps.get(index) else { continue };
+            if status.state != StepState::Pending {
+                continue;
+            }
+            let deps_satisfied = step.depends_on().iter().all(|dep| {
+                doc.step(dep).is_some_and(|d| d.state.is_satisfied())
+            });
+            if !deps_satisfied {
+                continue;
+            }
+            let policy = self.settings.policy(step.name());
+            if !policy.enabled {
+                let _ = recorder.transition(index, |s| s.skip("turned off in configuration".to_owned()));
+                continue;
+            }
+            if let Err(err) = recorder.transition(index, Transitions::start) {
+                tracing::error!("{err}");
+                continue;
+            }
+            let report = self.board.reporter(index);
+            let log = StepLog::open(&self.log_dir.join(format!("{}.log", step.name())), report.clone());
+            let ctx = StepContext {
+                root: self.root.clone(),
+                runner: self.runner.clone(),
+                settings: self.settings.clone(),
+                package_lock: lock.clone(),
+                log,
+                report,
+                ec2: self.ec2.clone(),
+            };
+            let task = StepTask {
+                index,
+                step: step.clone(),
+                ctx,
+                recorder: recorder.clone(),
+                timeout: policy.timeout,
+                attempts: policy.attempts,
+                backoff: policy.backoff,
+            };
+            tasks.spawn(async move { (index, task.drive().await) });
+        }
+    }
+
+    fn block_dependents_if_failed(&self, recorder: &Recorder, index: usize) {
+        let doc = self.board.snapshot();
+        let Some(status) = doc.steps.get(index) else { return };
+        if !matches!(status.state, StepState::Failed { .. }) {
+            return;
+        }
+        for dependent in self.graph.dependents_of(&status.name) {
+            let name = status.name.clone();
+            let _ = recorder.transition(dependent, |s| s.block(&name));
+        }
+    }
+
+    fn finish(&self, recorder: &Recorder) -> EngineEnd {
+        let doc = self.board.snapshot();
+        let failed = doc
+            .steps
+            .iter()
+            .find(|s| matches!(s.state, StepState::Failed { .. }));
+        let end = match failed {
+            Some(step) => {
+                recorder.node_state(NodeState::Failed {
+                    step: step.name.clone(),
+                    reason: step.error.clone().unwrap_or_default(),
+                });
+                EngineEnd::Failed {
+                    step: step.name.clone(),
+                }
+            }
+            None => {
+                recorder.node_state(NodeState::Ready);
+                EngineEnd::Ready
+            }
+        };
+        recorder.persist();
+        end
+    }
+
+    async fn reboot(&self, recorder: &Recorder, step: String) -> EngineEnd {
+        let Some(index) = self.graph.index_of(&step) else {
+            return EngineEnd::Failed { step };
+        };
+        if self.on_reboot == RebootPolicy::Fail {
+            let err = StepError::Fatal(
+                "the EFA installer needs a reboot and the configuration says not to reboot (efa.on_reboot = \"fail\")"
+                    .to_owned(),
+            );
+            recorder.board.update(|doc| {
+                if let Some(s) = doc.steps.get_mut(index) {
+                    if s.state != StepState::Running {
+                        s.state = StepState::Running;
+                    }
+                    let _ = s.fail(&err);
+                }
+            });
+            self.block_dependents_if_failed(recorder, index);
+            return self.finish(recorder);
+        }
+        *recorder.pending_reboot.lock().unwrap_or_else(|p| p.into_inner()) = Some(PendingReboot {
+            step: step.clone(),
+            boot_id: current_boot_id(&self.root),
+        });
+        recorder.node_state(NodeState::Rebooting { step: step.clone() });
+        recorder.persist();
+        let spec = CommandSpec::new("systemctl").arg("reboot");
+        let log = StepLog::open(&self.log_dir.join(format!("{step}.log")), self.board.reporter(index));
+        log.note(&format!("$ {spec}"));
+        match self.runner.run(&spec, &log).await {
+            Ok(outcome) if outcome.success() => EngineEnd::Rebooting { step },
+            Ok(outcome) => {
+                tracing::error!("`{spec}` {}", outcome.describe());
+                self.reboot_failed(recorder, index, &StepError::command(&spec, &outcome, false))
+            }
+            Err(err) => self.reboot_failed(recorder, index, &StepError::io(&spec, err)),
+        }
+    }
+
+    fn reboot_failed(&self, recorder: &Recorder, index: usize, err: &StepError) -> EngineEnd {
+        *recorder.pending_reboot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        recorder.board.update(|doc| {
+            if let Some(s) = doc.steps.get_mut(index) {
+                s.state = StepState::Running;
+                let _ = s.fail(err);
+            }
+        });
+        self.block_dependents_if_failed(recorder, index);
+        self.finish(recorder)
+    }
+}
+
+/// The boot this machine is in; a reboot changes it.
+fn current_boot_id(root: &HostRoot) -> String {
+    std::fs::read_to_string(root.path("/proc/sys/kernel/random/boot_id"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+enum TaskEnd {
+    Finished,
+    RebootRequired { step: String },
+}
+
+/// One step being driven through wanted → check → attempts.
+struct StepTask {
+    index: usize,
+    step: Arc<dyn Step>,
+    ctx: StepContext,
+    recorder: Recorder,
+    timeout: Duration,
+    attempts: u32,
+    backoff: Duration,
+}
+
+impl StepTask {
+    async fn drive(self) -> TaskEnd {
+        let name = self.step.name().to_owned();
+        let span = tracing::info_span!("step", step = %name);
+        let _entered = span.enter();
+        if let Wanted::Skip(reason) = self.step.wanted(&self.ctx).await {
+            tracing::info!("skipped: {reason}");
+            self.record(|s| s.skip(reason));
+            return TaskEnd::Finished;
+        }
+        for attempt in 1..=self.attempts {
+            self.record(Transitions::begin_attempt);
+            self.ctx.log.clear_tail();
+            self.ctx.log.note(&format!("=== {name}: attempt {attempt} of {} ===", self.attempts));
+            let result = tokio::time::timeout(self.timeout, self.attempt())
+                .await
+                .unwrap_or(Err(StepError::TimedOut(self.timeout.as_secs())));
+            match result {
+                Ok(AttemptEnd::AlreadyDone(detail)) => {
+                    tracing::info!("already done");
+                    self.record(|s| s.already_done(detail));
+                    return TaskEnd::Finished;
+                }
+                Ok(AttemptEnd::Done(detail)) => {
+                    tracing::info!("succeeded");
+                    self.record(|s| s.succeed(detail));
+                    return TaskEnd::Finished;
+                }
+                Ok(AttemptEnd::RebootRequired(reason, detail)) => {
+                    tracing::warn!("needs a reboot: {reason}");
+                    self.ctx.log.note(&format!("# reboot needed: {reason}"));
+                    if detail.is_some() {
+                        self.recorder.board.update(|doc| {
+                            if let Some(s) = doc.steps.get_mut(self.index) {
+                                s.detail = detail;
+                            }
+                        });
+                    }
+                    return TaskEnd::RebootRequired { step: name };
+                }
+                Err(err) if err.is_retryable() && attempt < self.attempts => {
+                    let wait = backoff_delay(self.backoff, attempt);
+                    tracing::warn!("attempt {attempt} failed, retrying in {wait:?}: {err}");
+                    self.ctx.log.note(&format!("# attempt {attempt} failed: {err}; retrying in {} ms", wait.as_millis()));
+                    self.ctx.report.activity(format!("retrying after: {err}"));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(err) => {
+                    tracing::error!("failed: {err}");
+                    self.ctx.log.note(&format!("# failed: {err}"));
+                    self.record(|s| s.fail(&err));
+                    return TaskEnd::Finished;
+                }
+            }
+        }
+        TaskEnd::Finished
+    }
+
+    async fn attempt(&self) -> Result<AttemptEnd, StepError> {
+        self.ctx.activity("checking whether the work is already done");
+        if let Check::Done(detail) = self.step.check(&self.ctx).await? {
+            return Ok(AttemptEnd::AlreadyDone(detail));
+        }
+        match self.step.run(&self.ctx).await? {
+            Outcome::Done(detail) => Ok(AttemptEnd::Done(detail)),
+            Outcome::RebootRequired { reason, detail } => Ok(AttemptEnd::RebootRequired(reason, detail)),
+        }
+    }
+
+    fn record(&self, change: impl FnOnce(&mut StepStatus) -> Result<(), IllegalTransition>) {
+        if let Err(err) = self.recorder.transition(self.index, change) {
+            tracing::error!("{err}");
+        }
+    }
+}
+
+enum AttemptEnd {
+    AlreadyDone(Option<serde_json::Value>),
+    Done(Option<serde_json::Value>),
+    RebootRequired(String, Option<serde_json::Value>),
+}
+
+/// `base × 2^(attempt-1)`, with ±25 % jitter so that a fleet does not retry in lock-step.
+fn backoff_delay(base: Duration, attempt: u32) -> Duration {
+    let exponential = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+    let jitter = 0.75 + fastrand::f64() * 0.5;
+    exponential.mul_f64(jitter).min(Duration::from_secs(600))
+}

@@ -1,0 +1,20 @@
+//! The agent's two seams to the machine: a root under which every host path is read or
+//! written, and a runner through which every process is started.
+
+mod command;
+mod root;
+#[cfg(test)]
+pub(crate) mod scripted;
+
+pub(crate) use command::{
+    ChildRegistry, CommandOutcome, CommandRunner, CommandSpec, OutputSink, SystemRunner,
+};
+pub(crate) use root::HostRoot;
+
+/// The value of `key` in an os-release file, unquoted.
+pub(crate) fn os_release_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches(['"', '\'']).to_owned())
+    })
+}

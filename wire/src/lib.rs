@@ -1,0 +1,16 @@
+//! The documents exchanged between rayefa's node agent and its orchestrator.
+//!
+//! Two documents cross the boundary: the agent's configuration file (written by the
+//! orchestrator, read by the agent) and the status document (served by the agent on
+//! `/v1/status`, read by the orchestrator). Both are plain serde types so that either side can
+//! be written in any language; the status document carries [`API_VERSION`].
+
+pub mod config;
+pub mod status;
+
+pub use config::*;
+pub use status::*;
+
+/// The version of the status document's shape. A reader refuses documents of a newer version
+/// than it knows.
+pub const API_VERSION: u32 = 1;
