@@ -11,7 +11,8 @@ pub struct StatusDocument {
     pub node: NodeIdentity,
     /// What the agent found out about the machine.
     pub facts: NodeFacts,
-    /// The bootstrap as a whole.
+    /// The bootstrap as a whole (`"state": "failed", "step": ..., "reason": ...`).
+    #[serde(flatten)]
     pub state: NodeState,
     /// Every step of the bootstrap, in the order of the step graph.
     pub steps: Vec<StepStatus>,
@@ -247,6 +248,7 @@ pub struct Readiness {
     /// True when every step is satisfied.
     pub ready: bool,
     /// The node's state.
+    #[serde(flatten)]
     pub state: NodeState,
     /// Why the node is not ready, in words; absent when it is.
     pub reason: Option<String>,

@@ -176,6 +176,9 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<AgentConfigFile, ConfigEr
 fn key_at(text: &str, index: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let line = lines.get(index)?.trim();
+    if line.starts_with('[') {
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    }
     let (name, _) = line.split_once('=')?;
     let name = name.trim().trim_matches('"');
     let table = lines[..index].iter().rev().find_map(|l| {

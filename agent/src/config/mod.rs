@@ -2,6 +2,8 @@
 //! into [`Settings`], which the rest of the agent trusts.
 
 mod load;
+#[cfg(test)]
+mod testing;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use rayefa_wire::Role;
 
-pub(crate) use load::{ConfigError, ConfigSource, load};
+pub(crate) use load::{ConfigError, load};
 
 /// The default main configuration file, under the root.
 pub(crate) const DEFAULT_CONFIG: &str = "/etc/rayefa/agent.toml";

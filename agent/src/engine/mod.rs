@@ -7,6 +7,8 @@ mod lock;
 mod log;
 mod report;
 mod run;
+#[cfg(test)]
+mod run_tests;
 mod step;
 mod transition;
 
@@ -14,6 +16,6 @@ pub(crate) use graph::{GraphError, StepGraph};
 pub(crate) use journal::{Journal, JournalError};
 pub(crate) use lock::PackageLock;
 pub(crate) use log::StepLog;
-pub(crate) use report::{StatusBoard, StepReporter};
+pub(crate) use report::StatusBoard;
 pub(crate) use run::{Engine, EngineEnd};
 pub(crate) use step::{Check, Outcome, Step, StepContext, StepError, Wanted, tail_of};

@@ -154,7 +154,8 @@ impl Engine {
         let mut reboot_for = None;
         loop {
             if reboot_for.is_none() {
-                self.start_ready_steps(&recorder, &package_lock, &mut tasks);
+                // Skipping a step turned off in configuration can make its dependents ready.
+                while self.start_ready_steps(&recorder, &package_lock, &mut tasks) {}
             }
             if tasks.is_empty() {
                 break;
@@ -183,8 +184,11 @@ impl Engine {
         self.finish(&recorder)
     }
 
-    fn start_ready_steps(&self, recorder: &Recorder, lock: &PackageLock, tasks: &mut JoinSet<(usize, TaskEnd)>) {
+    /// Starts every pending step whose dependencies are satisfied; true when a step was
+    /// skipped on the spot, so that its dependents should be looked at again.
+    fn start_ready_steps(&self, recorder: &Recorder, lock: &PackageLock, tasks: &mut JoinSet<(usize, TaskEnd)>) -> bool {
         let doc = self.board.snapshot();
+        let mut skipped = false;
         for (index, step) in self.graph.steps().iter().enumerate() {
             let Some(status) = doc.steps.get(index) else { continue };
             if status.state != StepState::Pending {
@@ -198,7 +202,11 @@ impl Engine {
             }
             let policy = self.settings.policy(step.name());
             if !policy.enabled {
-                let _ = recorder.transition(index, |s| s.skip("turned off in configuration".to_owned()));
+                tracing::info!(step = step.name(), "skipped: turned off in configuration");
+                if let Err(err) = recorder.transition(index, |s| s.skip("turned off in configuration".to_owned())) {
+                    tracing::error!("{err}");
+                }
+                skipped = true;
                 continue;
             }
             if let Err(err) = recorder.transition(index, Transitions::start) {
@@ -227,6 +235,7 @@ impl Engine {
             };
             tasks.spawn(async move { (index, task.drive().await) });
         }
+        skipped
     }
 
     fn block_dependents_if_failed(&self, recorder: &Recorder, index: usize) {
@@ -247,8 +256,9 @@ impl Engine {
             .steps
             .iter()
             .find(|s| matches!(s.state, StepState::Failed { .. }));
-        let end = match failed {
-            Some(step) => {
+        let unfinished = doc.steps.iter().find(|s| !s.state.is_final());
+        let end = match (failed, unfinished) {
+            (Some(step), _) => {
                 recorder.node_state(NodeState::Failed {
                     step: step.name.clone(),
                     reason: step.error.clone().unwrap_or_default(),
@@ -257,7 +267,18 @@ impl Engine {
                     step: step.name.clone(),
                 }
             }
-            None => {
+            (None, Some(step)) => {
+                // Only a step task that died abnormally leaves a step neither final nor
+                // startable; never call that node ready.
+                recorder.node_state(NodeState::Failed {
+                    step: step.name.clone(),
+                    reason: format!("the step ended abnormally while {}", step.state.label()),
+                });
+                EngineEnd::Failed {
+                    step: step.name.clone(),
+                }
+            }
+            (None, None) => {
                 recorder.node_state(NodeState::Ready);
                 EngineEnd::Ready
             }

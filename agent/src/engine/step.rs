@@ -23,6 +23,11 @@ pub(crate) trait Step: Send + Sync {
     /// Steps that must be satisfied before this one starts.
     fn depends_on(&self) -> &[&str];
 
+    /// What the step would do with `settings`, in a line or a few, for `rayefa-agent plan`.
+    fn plan(&self, _settings: &Settings) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether the step should run on this node. Configuration that turns a step off is
     /// handled by the engine before this is asked.
     async fn wanted(&self, _ctx: &StepContext) -> Wanted {

@@ -340,7 +340,8 @@ mod tests {
         let marker = dir.path().join("survived");
         let script = format!("(sleep 1; touch {}) & sleep 30", marker.display());
         let sink = Collect::default();
-        let run = runner.run(&CommandSpec::shell(script), &sink);
+        let spec = CommandSpec::shell(script);
+        let run = runner.run(&spec, &sink);
         assert!(
             tokio::time::timeout(Duration::from_millis(300), run)
                 .await
