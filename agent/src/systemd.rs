@@ -56,7 +56,7 @@ pub(crate) fn status_line(doc: &StatusDocument) -> String {
                 .filter(|s| s.state == StepState::Running)
                 .collect();
             match running.split_first() {
-                None => format!("step {finished}/{total} done, waiting"),
+                None => format!("{finished} of {total} steps done"),
                 Some((first, others)) => {
                     let activity = first.activity.as_deref().unwrap_or("running");
                     let mut line = format!("step {}/{total}: {} ({activity})", finished + 1, first.name);

@@ -6,9 +6,11 @@
 //! be written in any language; the status document carries [`API_VERSION`].
 
 pub mod config;
+pub mod efa;
 pub mod status;
 
 pub use config::*;
+pub use efa::*;
 pub use status::*;
 
 /// The version of the status document's shape. A reader refuses documents of a newer version

@@ -64,7 +64,7 @@ async fn daemon(root: HostRoot, settings: Settings) -> CommandResult {
         },
         facts: local_facts(&root),
         state: NodeState::Starting,
-        steps: Engine::initial_steps(&graph, recorded.as_ref()),
+        steps: Engine::initial_steps(&graph, recorded.as_ref(), &root),
         warnings,
         generated_at_ms: now_ms(),
     });

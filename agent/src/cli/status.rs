@@ -20,7 +20,7 @@ pub(crate) struct StatusArgs {
 
 /// Where the answer came from.
 enum Source {
-    Daemon(StatusDocument),
+    Daemon(Box<StatusDocument>),
     /// The daemon did not answer; the journal says how far it got.
     Journal(Vec<StepStatus>, String),
 }
@@ -29,7 +29,7 @@ pub(crate) fn status(global: &Global, args: &StatusArgs) -> CommandResult {
     let settings = global.settings()?;
     let address = local_address(settings.agent.listen);
     let source = match fetch(address) {
-        Ok(doc) => Source::Daemon(doc),
+        Ok(doc) => Source::Daemon(Box::new(doc)),
         Err(daemon_error) => {
             let journal = Journal::new(&global.host_root().path(&settings.agent.state_dir));
             match journal.load() {
@@ -45,7 +45,7 @@ pub(crate) fn status(global: &Global, args: &StatusArgs) -> CommandResult {
         }
     };
     match &source {
-        Source::Daemon(doc) if args.json => print_json(doc)?,
+        Source::Daemon(doc) if args.json => print_json(&**doc)?,
         Source::Journal(steps, _) if args.json => print_json(steps)?,
         Source::Daemon(doc) => {
             println!(
@@ -112,7 +112,7 @@ fn fetch(address: SocketAddr) -> anyhow::Result<StatusDocument> {
             .no_proxy()
             .build()?;
         let response = client.get(&url).send().await?.error_for_status()?;
-        Ok::<_, reqwest::Error>(response.bytes().await?)
+        response.bytes().await
     })
     .map_err(|e| anyhow!("no answer from {url}: {e}"))
     .and_then(|body| {

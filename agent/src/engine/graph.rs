@@ -68,10 +68,6 @@ impl StepGraph {
         &self.steps
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.steps.len()
-    }
-
     pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.name() == name)
     }

@@ -20,6 +20,10 @@ pub(crate) struct JournalDoc {
     pub(crate) version: u32,
     /// Every step as it was at the last transition.
     pub(crate) steps: Vec<StepStatus>,
+    /// The boot (`/proc/sys/kernel/random/boot_id`) the journal was last written in, so that
+    /// work that does not survive a reboot is done again after one.
+    #[serde(default)]
+    pub(crate) boot_id: String,
     /// Set when a step asked for a reboot: the step's name and the boot it was asked in.
     pub(crate) pending_reboot: Option<PendingReboot>,
 }
@@ -160,6 +164,7 @@ mod tests {
         let doc = JournalDoc {
             version: JOURNAL_VERSION,
             steps: vec![record("grow-root", StepState::Succeeded)],
+            boot_id: "boot-1".into(),
             pending_reboot: None,
         };
         journal.save(&doc).expect("saves");

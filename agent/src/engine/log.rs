@@ -63,11 +63,6 @@ impl StepLog {
         self.write(text.as_bytes());
     }
 
-    /// The end of the output so far.
-    pub(crate) fn tail(&self) -> String {
-        String::from_utf8_lossy(&self.lock().tail).into_owned()
-    }
-
     /// Forgets the tail shown in status (a new attempt starts), keeping the file.
     pub(crate) fn clear_tail(&self) {
         self.lock().tail.clear();

@@ -14,7 +14,9 @@ mod transition;
 
 pub(crate) use graph::{GraphError, StepGraph};
 pub(crate) use journal::{Journal, JournalError};
+#[cfg(test)]
 pub(crate) use lock::PackageLock;
+#[cfg(test)]
 pub(crate) use log::StepLog;
 pub(crate) use report::StatusBoard;
 pub(crate) use run::{Engine, EngineEnd};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rayefa_wire::{NodeState, StepState, StepStatus};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::graph::StepGraph;
 use super::journal::{Journal, JournalDoc, PendingReboot};
@@ -50,6 +51,7 @@ struct Recorder {
     board: StatusBoard,
     journal: Journal,
     pending_reboot: Arc<Mutex<Option<PendingReboot>>>,
+    boot_id: String,
     write: Arc<Mutex<()>>,
 }
 
@@ -74,6 +76,7 @@ impl Recorder {
         let doc = JournalDoc {
             version: 0,
             steps: self.board.snapshot().steps,
+            boot_id: self.boot_id.clone(),
             pending_reboot: self
                 .pending_reboot
                 .lock()
@@ -98,7 +101,9 @@ impl Recorder {
 
 impl Engine {
     /// The status document's step list for this graph, from the journal where it has a record.
-    pub(crate) fn initial_steps(graph: &StepGraph, journal: Option<&JournalDoc>) -> Vec<StepStatus> {
+    /// Steps done once per boot start again when the journal was written in another boot.
+    pub(crate) fn initial_steps(graph: &StepGraph, journal: Option<&JournalDoc>, root: &HostRoot) -> Vec<StepStatus> {
+        let rebooted = journal.is_some_and(|j| j.boot_id != current_boot_id(root));
         graph
             .steps()
             .iter()
@@ -110,6 +115,9 @@ impl Engine {
                         let mut record = record.clone();
                         record.depends_on = depends_on;
                         record.resume();
+                        if rebooted && step.once_per_boot() {
+                            record.state = StepState::Pending;
+                        }
                         record
                     }
                     None => StepStatus {
@@ -136,6 +144,7 @@ impl Engine {
             board: self.board.clone(),
             journal: self.journal.clone(),
             pending_reboot: Arc::new(Mutex::new(None)),
+            boot_id: current_boot_id(&self.root),
             write: Arc::new(Mutex::new(())),
         };
         if let Some(pending) = pending_reboot {
@@ -202,7 +211,7 @@ impl Engine {
             }
             let policy = self.settings.policy(step.name());
             if !policy.enabled {
-                tracing::info!(step = step.name(), "skipped: turned off in configuration");
+                tracing::info!(step = step.name(), "{}: skipped: turned off in configuration", step.name());
                 if let Err(err) = recorder.transition(index, |s| s.skip("turned off in configuration".to_owned())) {
                     tracing::error!("{err}");
                 }
@@ -233,7 +242,8 @@ impl Engine {
                 attempts: policy.attempts,
                 backoff: policy.backoff,
             };
-            tasks.spawn(async move { (index, task.drive().await) });
+            let span = tracing::info_span!("step", step = step.name());
+            tasks.spawn(async move { (index, task.drive().await) }.instrument(span));
         }
         skipped
     }
@@ -365,14 +375,13 @@ struct StepTask {
 impl StepTask {
     async fn drive(self) -> TaskEnd {
         let name = self.step.name().to_owned();
-        let span = tracing::info_span!("step", step = %name);
-        let _entered = span.enter();
         if let Wanted::Skip(reason) = self.step.wanted(&self.ctx).await {
-            tracing::info!("skipped: {reason}");
+            tracing::info!("{name}: skipped: {reason}");
             self.record(|s| s.skip(reason));
             return TaskEnd::Finished;
         }
         for attempt in 1..=self.attempts {
+            tracing::info!("{name}: attempt {attempt} of {}", self.attempts);
             self.record(Transitions::begin_attempt);
             self.ctx.log.clear_tail();
             self.ctx.log.note(&format!("=== {name}: attempt {attempt} of {} ===", self.attempts));
@@ -381,17 +390,17 @@ impl StepTask {
                 .unwrap_or(Err(StepError::TimedOut(self.timeout.as_secs())));
             match result {
                 Ok(AttemptEnd::AlreadyDone(detail)) => {
-                    tracing::info!("already done");
+                    tracing::info!("{name}: already done");
                     self.record(|s| s.already_done(detail));
                     return TaskEnd::Finished;
                 }
                 Ok(AttemptEnd::Done(detail)) => {
-                    tracing::info!("succeeded");
+                    tracing::info!("{name}: succeeded");
                     self.record(|s| s.succeed(detail));
                     return TaskEnd::Finished;
                 }
                 Ok(AttemptEnd::RebootRequired(reason, detail)) => {
-                    tracing::warn!("needs a reboot: {reason}");
+                    tracing::warn!("{name}: needs a reboot: {reason}");
                     self.ctx.log.note(&format!("# reboot needed: {reason}"));
                     if detail.is_some() {
                         self.recorder.board.update(|doc| {
@@ -404,13 +413,13 @@ impl StepTask {
                 }
                 Err(err) if err.is_retryable() && attempt < self.attempts => {
                     let wait = backoff_delay(self.backoff, attempt);
-                    tracing::warn!("attempt {attempt} failed, retrying in {wait:?}: {err}");
+                    tracing::warn!("{name}: attempt {attempt} failed, retrying in {wait:?}: {err}");
                     self.ctx.log.note(&format!("# attempt {attempt} failed: {err}; retrying in {} ms", wait.as_millis()));
                     self.ctx.report.activity(format!("retrying after: {err}"));
                     tokio::time::sleep(wait).await;
                 }
                 Err(err) => {
-                    tracing::error!("failed: {err}");
+                    tracing::error!("{name}: failed: {err}");
                     self.ctx.log.note(&format!("# failed: {err}"));
                     self.record(|s| s.fail(&err));
                     return TaskEnd::Finished;

@@ -25,6 +25,7 @@ struct TestStep {
     name: &'static str,
     deps: Vec<&'static str>,
     done_on_check: bool,
+    per_boot: bool,
     wanted: Wanted,
     behaviour: Behaviour,
     runs: Arc<AtomicUsize>,
@@ -38,6 +39,7 @@ impl TestStep {
             name,
             deps: deps.to_vec(),
             done_on_check: false,
+            per_boot: false,
             wanted: Wanted::Yes,
             behaviour: Box::new(|_| Box::pin(async { Ok(Outcome::Done(None)) })),
             runs: Arc::default(),
@@ -60,6 +62,10 @@ impl Step for TestStep {
 
     fn depends_on(&self) -> &[&str] {
         &self.deps
+    }
+
+    fn once_per_boot(&self) -> bool {
+        self.per_boot
     }
 
     async fn wanted(&self, _ctx: &StepContext) -> Wanted {
@@ -128,7 +134,7 @@ impl Harness {
             },
             facts: NodeFacts::default(),
             state: NodeState::Starting,
-            steps: Engine::initial_steps(&graph, recorded.as_ref()),
+            steps: Engine::initial_steps(&graph, recorded.as_ref(), &HostRoot::new(self.dir.path())),
             warnings: vec![],
             generated_at_ms: 0,
         });
@@ -502,4 +508,31 @@ async fn with_reboots_refused_the_step_fails_with_the_reason() {
     let states = states(&doc);
     assert_eq!(states["probe-efa"], StepState::Blocked { by: "install-efa".into() });
     assert!(doc.steps[0].error.as_deref().unwrap_or_default().contains("on_reboot"));
+}
+
+#[tokio::test]
+async fn work_a_reboot_undoes_is_done_again_in_the_next_boot() {
+    let log = events();
+    let harness = Harness::new("");
+    std::fs::create_dir_all(harness.dir.path().join("proc/sys/kernel/random")).expect("mkdir");
+    let boot_id = harness.dir.path().join("proc/sys/kernel/random/boot_id");
+    std::fs::write(&boot_id, "boot-1\n").expect("boot id");
+    let graph = |log: &Arc<Mutex<Vec<String>>>| -> Vec<Arc<dyn Step>> {
+        let mut start = TestStep::new("start-ray", &["install-ray"], log);
+        start.per_boot = true;
+        vec![Arc::new(TestStep::new("install-ray", &[], log)), Arc::new(start)]
+    };
+    assert_eq!(harness.run(graph(&log)).await.0, EngineEnd::Ready);
+    // A restart of the agent in the same boot changes nothing.
+    assert_eq!(harness.run(graph(&log)).await.0, EngineEnd::Ready);
+    assert_eq!(log.lock().expect("events").len(), 4);
+
+    std::fs::write(&boot_id, "boot-2\n").expect("boot id");
+    let (end, _) = harness.run(graph(&log)).await;
+    assert_eq!(end, EngineEnd::Ready);
+    assert_eq!(
+        log.lock().expect("events")[4..],
+        ["start start-ray", "end start-ray"],
+        "only the once-per-boot step runs after the reboot"
+    );
 }

@@ -23,6 +23,12 @@ pub(crate) trait Step: Send + Sync {
     /// Steps that must be satisfied before this one starts.
     fn depends_on(&self) -> &[&str];
 
+    /// True for work a reboot undoes (a started daemon): the step runs again in every boot,
+    /// while other completed steps stay done.
+    fn once_per_boot(&self) -> bool {
+        false
+    }
+
     /// What the step would do with `settings`, in a line or a few, for `rayefa-agent plan`.
     fn plan(&self, _settings: &Settings) -> Vec<String> {
         Vec::new()

@@ -1,0 +1,144 @@
+//! The virtualenv and the Python packages in it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::engine::{StepContext, StepError};
+use crate::host::CommandSpec;
+use crate::steps::venv;
+
+/// Run by the virtualenv's interpreter to tell whether the requirements are met.
+const SATISFIED_PY: &str = include_str!("satisfied.py");
+/// The prefix of the one line [`SATISFIED_PY`] prints.
+const REPORT_PREFIX: &str = "rayefa-requirements: ";
+
+/// What the virtualenv has of the configured requirements.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(super) struct Requirements {
+    /// True when pip would find nothing to install.
+    pub(super) satisfied: bool,
+    /// Requirements known to be unmet, one line each.
+    pub(super) problems: Vec<String>,
+    /// Requirements only pip can judge (a URL, a path), one line each.
+    pub(super) unverifiable: Vec<String>,
+    /// The installed version of each configured requirement, by name.
+    pub(super) versions: BTreeMap<String, Option<String>>,
+}
+
+/// Whether the virtualenv has its interpreter.
+pub(super) fn venv_exists(ctx: &StepContext) -> bool {
+    venv::python(ctx).is_file()
+}
+
+/// Creates the virtualenv with the configured interpreter.
+pub(super) async fn create_venv(ctx: &StepContext) -> Result<(), StepError> {
+    let dir = venv::dir(ctx);
+    ctx.activity(format!("creating the virtualenv {}", dir.display()));
+    let spec = CommandSpec::new(&ctx.settings.packages.python_interpreter)
+        .args(["-m", "venv"])
+        .arg(dir.display().to_string());
+    let outcome = ctx.run(spec.clone()).await?;
+    if outcome.success() {
+        Ok(())
+    } else {
+        // A missing venv module or ensurepip (Debian without python3-venv) stays missing.
+        Err(StepError::command(&spec, &outcome, false))
+    }
+}
+
+/// Asks the virtualenv's interpreter whether the configured requirements are met. Reads only
+/// what is installed: no network, a fraction of a second even for Ray's dependency tree.
+pub(super) async fn requirements(ctx: &StepContext) -> Result<Requirements, StepError> {
+    let spec = CommandSpec::new(venv::python(ctx).display().to_string())
+        .args(["-c", SATISFIED_PY])
+        .args(&ctx.settings.packages.python);
+    let outcome = ctx.run(spec).await?;
+    let line = outcome
+        .output
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix(REPORT_PREFIX));
+    match line {
+        Some(json) if outcome.success() => serde_json::from_str(json).map_err(|err| {
+            StepError::Io(format!("cannot read the requirement check's answer: {err}"))
+        }),
+        _ => Err(StepError::Io(format!(
+            "the requirement check in {} {}: {}",
+            venv::dir(ctx).display(),
+            outcome.describe(),
+            crate::engine::tail_of(outcome.output.trim(), 512)
+        ))),
+    }
+}
+
+/// `pip install` of the configured requirements into the virtualenv.
+pub(super) async fn pip_install(ctx: &StepContext) -> Result<(), StepError> {
+    let packages = &ctx.settings.packages;
+    ctx.activity(format!("pip install {}", packages.python.join(" ")));
+    let spec = CommandSpec::new(venv::python(ctx).display().to_string())
+        .args(["-m", "pip", "install"])
+        .args(&packages.pip_args)
+        .args(&packages.python)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("PIP_NO_INPUT", "1");
+    let outcome = ctx.run(spec.clone()).await?;
+    if outcome.success() {
+        Ok(())
+    } else {
+        Err(StepError::command(
+            &spec,
+            &outcome,
+            pip_retryable(&outcome.output),
+        ))
+    }
+}
+
+/// Whether a failed pip run met the network: then another attempt may succeed. pip reports an
+/// unreachable index as "No matching distribution found" too, after its retry warnings, so the
+/// network's traces decide; a requirement no index can satisfy is final.
+fn pip_retryable(output: &str) -> bool {
+    const NETWORK: &[&str] = &[
+        "NewConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "Read timed out",
+        "ConnectionResetError",
+        "Connection reset by peer",
+        "Connection broken",
+        "Connection aborted",
+        "Temporary failure in name resolution",
+        "Name or service not known",
+        "Network is unreachable",
+        "Max retries exceeded",
+        "ProxyError",
+        "IncompleteRead",
+        "HTTP error 5",
+        "502 Bad Gateway",
+        "503 Service Unavailable",
+        "504 Gateway Time",
+    ];
+    NETWORK.iter().any(|n| output.contains(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pip_failures_from_the_network_are_retryable() {
+        let offline = "WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) \
+            after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection \
+            object at 0x7f>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/six/\n\
+            ERROR: Could not find a version that satisfies the requirement six (from versions: none)\n\
+            ERROR: No matching distribution found for six\n";
+        assert!(pip_retryable(offline));
+        let no_such = "ERROR: Could not find a version that satisfies the requirement six==0.0.0.1 \
+            (from versions: 0.9.0, 1.16.0)\nERROR: No matching distribution found for six==0.0.0.1\n";
+        assert!(!pip_retryable(no_such));
+        assert!(pip_retryable(
+            "ERROR: HTTP error 503 while getting https://files.pythonhosted.org/x.whl"
+        ));
+        assert!(!pip_retryable("ERROR: Invalid requirement: 'ray[default'"));
+    }
+}

@@ -1,0 +1,463 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rayefa_wire::Role;
+
+use super::*;
+use crate::host::scripted::ScriptedRunner;
+use crate::host::{HostRoot, SystemRunner};
+use crate::steps::testing::{Recording, TestContext, context, settings};
+
+const UBUNTU: &str = "NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\n";
+
+/// A scratch root with an os-release and a virtualenv whose interpreter exists (it is never
+/// run: the scripted runner answers for it).
+fn scratch_root(os_release: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("root");
+    std::fs::create_dir_all(root.path().join("etc")).expect("etc");
+    std::fs::write(root.path().join("etc/os-release"), os_release).expect("os-release");
+    let bin = root.path().join("opt/rayefa/venv/bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    std::fs::write(bin.join("python"), "").expect("python");
+    root
+}
+
+fn report(satisfied: bool) -> String {
+    let problems = if satisfied {
+        "[]"
+    } else {
+        r#"["ray is not installed"]"#
+    };
+    let version = if satisfied { r#""2.49.1""# } else { "null" };
+    format!(
+        "rayefa-requirements: {{\"problems\": {problems}, \"satisfied\": {satisfied}, \
+         \"unverifiable\": [], \"versions\": {{\"ray\": {version}}}}}\n"
+    )
+}
+
+fn venv_python(root: &Path) -> String {
+    root.join("opt/rayefa/venv/bin/python")
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn everything_present_is_already_done_without_running_a_manager() {
+    let root = scratch_root(UBUNTU);
+    let runner = Arc::new(
+        ScriptedRunner::new()
+            .answer("dpkg-query", 0, "install ok installed")
+            .answer(&venv_python(root.path()), 0, &report(true)),
+    );
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root.path()),
+        runner.clone(),
+        settings(Role::Head, "[packages]\npython = [\"ray[default]\"]\n"),
+    );
+    let Check::Done(Some(detail)) = InstallRay.check(&t.ctx).await.expect("check") else {
+        panic!("not done");
+    };
+    assert_eq!(detail["os_packages"]["manager"], "apt");
+    assert_eq!(
+        detail["os_packages"]["packages"],
+        json!(["python3-venv", "python3-pip"])
+    );
+    assert_eq!(detail["os_packages"]["installed_now"], json!([]));
+    assert_eq!(detail["python_packages"]["ray"], "2.49.1");
+    assert_eq!(detail["virtualenv"], "/opt/rayefa/venv");
+    let calls = runner.calls();
+    assert!(calls.iter().all(|c| !c.starts_with("apt-get")), "{calls:?}");
+    assert!(
+        calls.last().is_some_and(|c| c.ends_with(" 'ray[default]'")),
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn installed_os_packages_do_not_wait_for_the_lock() {
+    let root = scratch_root(UBUNTU);
+    let runner = Arc::new(
+        ScriptedRunner::new()
+            .answer("dpkg-query", 0, "install ok installed")
+            .answer(&venv_python(root.path()), 0, &report(true)),
+    );
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root.path()),
+        runner,
+        settings(Role::Head, ""),
+    );
+    let _held_by_the_efa_installer = t.ctx.package_lock.acquire().await;
+    let run = tokio::time::timeout(Duration::from_secs(5), InstallRay.run(&t.ctx));
+    let Outcome::Done(Some(detail)) = run.await.expect("no wait").expect("runs") else {
+        panic!("no detail");
+    };
+    assert_eq!(detail["os_packages"]["installed_now"], json!([]));
+}
+
+#[tokio::test]
+async fn a_missing_os_package_is_installed_under_the_lock() {
+    let root = scratch_root(UBUNTU);
+    let lists = root.path().join("var/lib/apt/lists");
+    std::fs::create_dir_all(&lists).expect("lists");
+    std::fs::write(
+        lists.join("archive.ubuntu.com_ubuntu_dists_noble_main_binary-amd64_Packages"),
+        "",
+    )
+    .expect("list");
+    let runner = Arc::new(
+        ScriptedRunner::new()
+            .answer(
+                "dpkg-query -W '-f=${Status}' python3-venv",
+                1,
+                "dpkg-query: no packages found matching python3-venv",
+            )
+            .answer("dpkg-query", 0, "install ok installed")
+            .answer("apt-get", 0, "Setting up python3-venv ...\n")
+            .answer(&venv_python(root.path()), 0, &report(true)),
+    );
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root.path()),
+        runner.clone(),
+        settings(Role::Head, ""),
+    );
+    assert_eq!(
+        InstallRay.check(&t.ctx).await.expect("check"),
+        Check::NotDone
+    );
+
+    let held = t.ctx.package_lock.clone();
+    let guard = held.acquire().await;
+    let run = tokio::spawn({
+        let ctx = t.ctx.clone();
+        async move { InstallRay.run(&ctx).await }
+    });
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while t.activity().as_deref() != Some("waiting for the package-manager lock") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the step says it waits for the lock");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        runner.calls().iter().all(|c| !c.starts_with("apt-get")),
+        "installed without the lock"
+    );
+    drop(guard);
+
+    let Outcome::Done(Some(detail)) = run.await.expect("joins").expect("runs") else {
+        panic!("no detail");
+    };
+    assert_eq!(
+        detail["os_packages"]["installed_now"],
+        json!(["python3-venv"])
+    );
+    let installs: Vec<String> = runner
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("apt-get"))
+        .collect();
+    assert_eq!(
+        installs,
+        ["apt-get -o DPkg::Lock::Timeout=300 install -y python3-venv"]
+    );
+}
+
+#[tokio::test]
+async fn no_os_packages_needs_no_os_release_and_pip_runs_with_the_configured_args() {
+    let root = tempfile::tempdir().expect("root without os-release");
+    let python = venv_python(root.path());
+    let runner = Arc::new(
+        ScriptedRunner::new()
+            .answer("python3 -m venv", 0, "")
+            .answer(&format!("{python} -c"), 0, &report(false))
+            .answer(
+                &format!("{python} -m pip install"),
+                0,
+                "Successfully installed ray\n",
+            ),
+    );
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root.path()),
+        runner.clone(),
+        settings(
+            Role::Head,
+            "[packages]\nos = []\npython = [\"ray[default]\"]\npip_args = [\"--no-cache-dir\"]\n",
+        ),
+    );
+    assert_eq!(
+        InstallRay.check(&t.ctx).await.expect("check"),
+        Check::NotDone
+    );
+    // The scripted check keeps answering "not met", as a broken index or a wrong marker would.
+    let err = InstallRay.run(&t.ctx).await.expect_err("still not met");
+    assert!(!err.is_retryable());
+    assert_eq!(
+        err.to_string(),
+        "pip install succeeded but the requirements are still not met: ray is not installed"
+    );
+    let calls = runner.calls();
+    let venv = root.path().join("opt/rayefa/venv");
+    assert_eq!(calls[0], format!("python3 -m venv {}", venv.display()));
+    assert_eq!(
+        calls[2],
+        format!("{python} -m pip install --no-cache-dir 'ray[default]'")
+    );
+    let pip = &runner.specs()[2];
+    assert_eq!(pip.env["PIP_DISABLE_PIP_VERSION_CHECK"], "1");
+}
+
+#[tokio::test]
+async fn pip_network_failures_are_retryable_through_the_step() {
+    let root = scratch_root(UBUNTU);
+    let python = venv_python(root.path());
+    let offline = "WARNING: Retrying (Retry(total=0)) after connection broken by \
+        'NewConnectionError(... [Errno 101] Network is unreachable)': /simple/ray/\n\
+        ERROR: No matching distribution found for ray\n";
+    let runner = Arc::new(
+        ScriptedRunner::new()
+            .answer(&format!("{python} -c"), 0, &report(false))
+            .answer(&format!("{python} -m pip install"), 1, offline),
+    );
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root.path()),
+        runner,
+        settings(Role::Head, "[packages]\nos = []\npython = [\"ray\"]\n"),
+    );
+    let err = InstallRay.run(&t.ctx).await.expect_err("offline");
+    assert!(err.is_retryable());
+    assert_eq!(err.exit_code(), Some(1));
+}
+
+/// Builds `name-version-py3-none-any.whl` in `dir` with `requires` (Requires-Dist lines) and
+/// the extra `fast`, using the interpreter the agent would use.
+fn build_wheel(dir: &Path, name: &str, version: &str, requires: &[&str]) {
+    let script = r#"
+import base64, hashlib, json, sys, zipfile
+directory, name, version, requires = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+info = "%s-%s.dist-info" % (name, version)
+metadata = "Metadata-Version: 2.1\nName: %s\nVersion: %s\nProvides-Extra: fast\n" % (name, version)
+metadata += "".join("Requires-Dist: %s\n" % r for r in requires)
+files = {
+    "%s/__init__.py" % name: "VERSION = %r\n" % version,
+    info + "/METADATA": metadata,
+    info + "/WHEEL": "Wheel-Version: 1.0\nGenerator: rayefa-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+def digest(text):
+    raw = hashlib.sha256(text.encode()).digest()
+    return "sha256=" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+record = "".join("%s,%s,%d\n" % (p, digest(t), len(t.encode())) for p, t in files.items())
+files[info + "/RECORD"] = record + info + "/RECORD,,\n"
+with zipfile.ZipFile("%s/%s-%s-py3-none-any.whl" % (directory, name, version), "w") as whl:
+    for path, text in files.items():
+        whl.writestr(path, text)
+"#;
+    let requires = serde_json::to_string(requires).expect("json");
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(dir)
+        .args([name, version, &requires])
+        .status()
+        .expect("python3");
+    assert!(status.success(), "wheel {name} built");
+}
+
+/// A local package index: `alpha 1.0` needs `beta>=2` for its extra `fast`; `beta 2.0`.
+fn local_index() -> tempfile::TempDir {
+    let index = tempfile::tempdir().expect("index");
+    build_wheel(
+        index.path(),
+        "alpha",
+        "1.0",
+        &["beta>=2; extra == \"fast\""],
+    );
+    build_wheel(index.path(), "beta", "2.0", &[]);
+    index
+}
+
+fn offline_context(
+    root: &Path,
+    index: &Path,
+    python: &str,
+) -> (TestContext, Arc<Recording<SystemRunner>>) {
+    let runner = Arc::new(Recording::new(SystemRunner::default()));
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root),
+        runner.clone(),
+        settings(
+            Role::Head,
+            &format!(
+                "[packages]\nos = []\npython = [{python}]\npip_args = [\"--no-index\", \"--find-links\", {:?}]\n",
+                index.display().to_string()
+            ),
+        ),
+    );
+    (t, runner)
+}
+
+fn venv_pip(root: &Path, args: &[&str]) {
+    let status = std::process::Command::new(root.join("opt/rayefa/venv/bin/python"))
+        .args(["-m", "pip"])
+        .args(args)
+        .status()
+        .expect("pip");
+    assert!(status.success());
+}
+
+#[tokio::test]
+#[ignore = "creates a real virtualenv with pip, about 15 s; run by tests/run"]
+async fn a_real_virtualenv_gets_its_packages_from_a_local_index_and_then_is_done() {
+    let root = tempfile::tempdir().expect("root");
+    let index = local_index();
+    let (t, runner) = offline_context(root.path(), index.path(), "\"alpha[fast]==1.0\"");
+    assert_eq!(
+        InstallRay.check(&t.ctx).await.expect("check"),
+        Check::NotDone
+    );
+    let Outcome::Done(Some(detail)) = InstallRay.run(&t.ctx).await.expect("installs") else {
+        panic!("no detail");
+    };
+    assert_eq!(detail["python_packages"], json!({ "alpha": "1.0" }));
+    assert_eq!(detail["os_packages"], Value::Null);
+    assert!(root.path().join("opt/rayefa/venv/bin/python").exists());
+    assert!(
+        runner
+            .calls()
+            .iter()
+            .any(|c| c.contains("-m pip install --no-index"))
+    );
+
+    let Check::Done(Some(again)) = InstallRay.check(&t.ctx).await.expect("check") else {
+        panic!("a second run has work to do");
+    };
+    assert_eq!(again["python_packages"], json!({ "alpha": "1.0" }));
+
+    // The extra's dependency is part of the requirement: without it the work is not done.
+    venv_pip(root.path(), &["uninstall", "-y", "-q", "beta"]);
+    assert_eq!(
+        InstallRay.check(&t.ctx).await.expect("check"),
+        Check::NotDone
+    );
+    let (plain, _) = offline_context(root.path(), index.path(), "\"alpha\"");
+    assert!(matches!(
+        InstallRay.check(&plain.ctx).await.expect("check"),
+        Check::Done(_)
+    ));
+    let (newer, _) = offline_context(root.path(), index.path(), "\"alpha>=2\"");
+    assert_eq!(
+        InstallRay.check(&newer.ctx).await.expect("check"),
+        Check::NotDone
+    );
+
+    // A requirement by URL is pip's to judge: installed, but never claimed done by the check.
+    let wheel = format!(
+        "\"alpha @ file://{}/alpha-1.0-py3-none-any.whl\"",
+        index.path().display()
+    );
+    let (by_url, _) = offline_context(root.path(), index.path(), &wheel);
+    assert_eq!(
+        InstallRay.check(&by_url.ctx).await.expect("check"),
+        Check::NotDone
+    );
+    let Outcome::Done(Some(detail)) = InstallRay.run(&by_url.ctx).await.expect("pip judges") else {
+        panic!("no detail");
+    };
+    assert_eq!(detail["python_packages"], json!({ "alpha": "1.0" }));
+
+    // A version no index has is final: retrying cannot make it appear.
+    let (absent, _) = offline_context(root.path(), index.path(), "\"beta==9.9\"");
+    let err = InstallRay
+        .run(&absent.ctx)
+        .await
+        .expect_err("no such version");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("No matching distribution found for beta==9.9"),
+        "{err}"
+    );
+}
+
+fn system_context(venv: &Path, packages: &str) -> (TestContext, Arc<Recording<SystemRunner>>) {
+    let runner = Arc::new(Recording::new(SystemRunner::default()));
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::system(),
+        runner.clone(),
+        settings(
+            Role::Head,
+            &format!(
+                "[packages]\nvirtualenv = {:?}\n{packages}",
+                venv.display().to_string()
+            ),
+        ),
+    );
+    (t, runner)
+}
+
+#[tokio::test]
+#[ignore = "needs a Debian host's dpkg database; run by tests/run"]
+async fn installed_debian_packages_are_found_and_nothing_is_installed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let venv: PathBuf = dir.path().join("venv");
+    let (t, runner) = system_context(&venv, "os = [\"coreutils\", \"bash\"]\npython = []\n");
+    assert_eq!(
+        InstallRay.check(&t.ctx).await.expect("check"),
+        Check::NotDone,
+        "no venv yet"
+    );
+    let Outcome::Done(Some(detail)) = InstallRay.run(&t.ctx).await.expect("runs") else {
+        panic!("no detail");
+    };
+    assert_eq!(detail["os_packages"]["manager"], "apt");
+    assert_eq!(detail["os_packages"]["installed_now"], json!([]));
+    let calls = runner.calls();
+    assert!(calls.iter().all(|c| !c.starts_with("apt-get")), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "dpkg-query -W '-f=${Status}' coreutils"),
+        "{calls:?}"
+    );
+    assert!(matches!(
+        InstallRay.check(&t.ctx).await.expect("check"),
+        Check::Done(_)
+    ));
+
+    let (missing, _) = system_context(&venv, "os = [\"rayefa-test-not-a-package\"]\npython = []\n");
+    assert_eq!(
+        InstallRay.check(&missing.ctx).await.expect("check"),
+        Check::NotDone
+    );
+}
+
+#[tokio::test]
+#[ignore = "downloads from PyPI; run by tests/run"]
+async fn packages_from_pypi_install_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let venv = dir.path().join("venv");
+    let (t, _) = system_context(&venv, "os = []\npython = [\"six\", \"idna>=3\"]\n");
+    let Outcome::Done(Some(detail)) = InstallRay.run(&t.ctx).await.expect("installs") else {
+        panic!("no detail");
+    };
+    assert!(detail["python_packages"]["six"].is_string(), "{detail}");
+    assert!(detail["python_packages"]["idna"].is_string(), "{detail}");
+    assert!(matches!(
+        InstallRay.check(&t.ctx).await.expect("check"),
+        Check::Done(_)
+    ));
+
+    let (absent, _) = system_context(&venv, "os = []\npython = [\"six==0.0.0.1\"]\n");
+    let err = InstallRay
+        .run(&absent.ctx)
+        .await
+        .expect_err("no such version");
+    assert!(!err.is_retryable(), "{err}");
+}
