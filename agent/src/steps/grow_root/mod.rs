@@ -146,6 +146,13 @@ impl GrowRoot {
 }
 
 impl Growable {
+    /// Where the file system is mounted on this machine: the mount table under a scratch root
+    /// speaks of the node's paths, and the node's `/` is the root's directory. (Device names
+    /// come from sysfs and are the machine's own.)
+    fn host_mount_point(&self, ctx: &StepContext) -> String {
+        ctx.root.path(&self.mount.mount_point).display().to_string()
+    }
+
     fn device_path(&self) -> String {
         format!("/dev/{}", self.device)
     }
@@ -181,7 +188,7 @@ impl Growable {
         };
         let filesystem = self
             .fs
-            .size_bytes(ctx, &self.mount.mount_point, &self.device_path())
+            .size_bytes(ctx, &self.host_mount_point(ctx), &self.device_path())
             .await?;
         Ok(Sizes {
             disk,
@@ -291,7 +298,7 @@ impl Step for GrowRoot {
         ));
         target
             .fs
-            .grow(ctx, &target.mount.mount_point, &target.device_path())
+            .grow(ctx, &target.host_mount_point(ctx), &target.device_path())
             .await?;
         let after = target.sizes(ctx).await?;
         if !after.filesystem_fills_device() {

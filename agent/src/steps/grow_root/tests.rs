@@ -73,13 +73,16 @@ async fn nvme_xfs_grows_the_partition_then_the_file_system_by_mount_point() {
     let Outcome::Done(Some(detail)) = GrowRoot::default().run(&t.ctx).await.expect("runs") else {
         panic!("no detail");
     };
+    // The node's `/` is the fixture's folder: the file system tools act there, never on this
+    // machine's own root.
+    let mount_point = fixture("nvme-xfs").as_path().display().to_string();
     assert_eq!(
         runner.calls(),
         [
-            "xfs_growfs -n /",
-            "growpart /dev/nvme0n1 1",
-            "xfs_growfs /",
-            "xfs_growfs -n /"
+            format!("xfs_growfs -n {mount_point}"),
+            "growpart /dev/nvme0n1 1".to_owned(),
+            format!("xfs_growfs {mount_point}"),
+            format!("xfs_growfs -n {mount_point}"),
         ]
     );
     assert_eq!(detail["device"], "/dev/nvme0n1p1");

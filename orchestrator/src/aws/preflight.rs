@@ -1,0 +1,536 @@
+//! Checks against the account before anything is launched, each problem with its fix: the
+//! things that otherwise surface as a failed launch, or worse, as nodes that boot and then
+//! cannot use EFA.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, InstanceType, LocationType};
+use serde::Serialize;
+
+use super::client::Clients;
+use super::error::{ApiError, ErrorKind};
+use super::instance_types::InstanceTypeRow;
+use super::node_config::{NodeConfig, ProfileRef};
+use super::prepare::{Direction, has_self_rule, placement_group_strategy};
+use super::user_data::USER_DATA_LIMIT;
+
+/// One problem preflight found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Problem {
+    /// The node type it concerns, when it concerns one.
+    pub(crate) node_type: Option<String>,
+    /// Which check found it: `instance-type`, `efa`, `efa-interfaces`, `architecture`,
+    /// `subnet`, `availability-zone`, `placement-group`, `security-group`,
+    /// `instance-profile`, `user-data`, `aws`.
+    pub(crate) check: &'static str,
+    /// What is wrong.
+    pub(crate) problem: String,
+    /// How to fix it.
+    pub(crate) fix: String,
+}
+
+impl Problem {
+    /// The problem and its fix, in one message.
+    pub(crate) fn message(&self) -> String {
+        format!("{}; fix: {}", self.problem, self.fix)
+    }
+
+    /// The `node_config` key the problem is about, when it is about one.
+    pub(crate) fn field(&self) -> Option<&'static str> {
+        match self.check {
+            "instance-type" => Some("InstanceType"),
+            "efa" | "efa-interfaces" => Some("NetworkInterfaces"),
+            "architecture" => Some("ImageId"),
+            "placement-group" => Some("Placement.GroupName"),
+            "instance-profile" => Some("IamInstanceProfile"),
+            _ => None,
+        }
+    }
+}
+
+/// One node type to check.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeTypeCheck<'a> {
+    /// Its key in `available_node_types`.
+    pub(crate) name: &'a str,
+    /// Its launch arguments.
+    pub(crate) config: &'a NodeConfig,
+    /// The size of its rendered user data, in bytes.
+    pub(crate) user_data_len: usize,
+}
+
+/// Everything preflight looks at.
+#[derive(Debug, Clone)]
+pub(crate) struct Input<'a> {
+    /// The node types.
+    pub(crate) node_types: Vec<NodeTypeCheck<'a>>,
+    /// `provider.availability_zone`, split at commas; empty when the file has none.
+    pub(crate) availability_zones: Vec<String>,
+}
+
+/// Collects problems, remembering what EC2 said so each thing is asked about once.
+struct Checker<'c> {
+    clients: &'c Clients,
+    problems: Vec<Problem>,
+    types: BTreeMap<String, Option<InstanceTypeRow>>,
+}
+
+impl Checker<'_> {
+    fn finding(
+        &mut self,
+        node_type: Option<&str>,
+        check: &'static str,
+        problem: String,
+        fix: String,
+    ) {
+        let finding = Problem {
+            node_type: node_type.map(str::to_owned),
+            check,
+            problem,
+            fix,
+        };
+        if !self.problems.contains(&finding) {
+            self.problems.push(finding);
+        }
+    }
+
+    /// A call that failed for another reason than "not found": the check could not be made.
+    fn unchecked(&mut self, node_type: Option<&str>, error: &ApiError) {
+        self.finding(
+            node_type,
+            "aws",
+            format!("could not check: {error}"),
+            "make sure the credentials may call it, then run again".into(),
+        );
+    }
+
+    async fn instance_type(&mut self, name: &str) -> Option<InstanceTypeRow> {
+        if let Some(known) = self.types.get(name) {
+            return known.clone();
+        }
+        let answer = self
+            .clients
+            .ec2
+            .describe_instance_types()
+            .instance_types(InstanceType::from(name))
+            .send()
+            .await;
+        let row = match answer {
+            Ok(out) => out.instance_types().first().map(InstanceTypeRow::from_info),
+            Err(e) => {
+                let error = ApiError::from_sdk(format!("describing instance type {name}"), e);
+                // EC2 answers an unknown type with InvalidInstanceType.
+                if error.kind != ErrorKind::Other && error.kind != ErrorKind::NotFound {
+                    self.unchecked(None, &error);
+                }
+                None
+            }
+        };
+        self.types.insert(name.to_owned(), row.clone());
+        row
+    }
+}
+
+/// Runs every check; an empty list means the cluster can be launched.
+pub(crate) async fn preflight(clients: &Clients, input: &Input<'_>) -> Vec<Problem> {
+    let mut checker = Checker {
+        clients,
+        problems: Vec::new(),
+        types: BTreeMap::new(),
+    };
+    let zones = subnet_zones(&mut checker, input).await;
+    for node_type in &input.node_types {
+        check_node_type(&mut checker, node_type, &zones, &input.availability_zones).await;
+    }
+    check_placement_groups(&mut checker, input).await;
+    check_security_groups(&mut checker, input).await;
+    check_instance_profiles(&mut checker, input).await;
+    checker.problems
+}
+
+/// The availability zone of every subnet the node types use; missing subnets are problems.
+async fn subnet_zones(checker: &mut Checker<'_>, input: &Input<'_>) -> BTreeMap<String, String> {
+    let mut zones = BTreeMap::new();
+    let mut users: BTreeMap<String, &str> = BTreeMap::new();
+    for node_type in &input.node_types {
+        for subnet in node_type.config.subnets() {
+            users.entry(subnet).or_insert(node_type.name);
+        }
+    }
+    for (subnet, user) in users {
+        let answer = checker
+            .clients
+            .ec2
+            .describe_subnets()
+            .subnet_ids(&subnet)
+            .send()
+            .await;
+        match answer {
+            Ok(out) => match out.subnets().first().and_then(|s| s.availability_zone()) {
+                Some(zone) => {
+                    zones.insert(subnet, zone.to_owned());
+                }
+                None => missing_subnet(checker, user, &subnet),
+            },
+            Err(e) => {
+                let error = ApiError::from_sdk(format!("describing subnet {subnet}"), e);
+                if error.kind == ErrorKind::NotFound {
+                    missing_subnet(checker, user, &subnet);
+                } else {
+                    checker.unchecked(Some(user), &error);
+                }
+            }
+        }
+    }
+    zones
+}
+
+fn missing_subnet(checker: &mut Checker<'_>, node_type: &str, subnet: &str) {
+    checker.finding(
+        Some(node_type),
+        "subnet",
+        format!(
+            "subnet {subnet} does not exist in {}",
+            checker.clients.region
+        ),
+        "check PRIV_SUBNET_ID (`rayefa env` finds it by tag) and the region".into(),
+    );
+}
+
+async fn check_node_type(
+    checker: &mut Checker<'_>,
+    node_type: &NodeTypeCheck<'_>,
+    zones: &BTreeMap<String, String>,
+    provider_zones: &[String],
+) {
+    let name = node_type.name;
+    let config = node_type.config;
+    let region = checker.clients.region.clone();
+
+    let used_zones: Vec<String> = {
+        let mut used: Vec<String> = config
+            .subnets()
+            .iter()
+            .filter_map(|s| zones.get(s).cloned())
+            .chain(config.availability_zone().map(str::to_owned))
+            .collect();
+        used.sort();
+        used.dedup();
+        used
+    };
+    if used_zones.len() > 1 && (config.efa_interfaces() > 0 || config.placement_group().is_some()) {
+        checker.finding(
+            Some(name),
+            "availability-zone",
+            format!(
+                "the subnets are in different availability zones ({}); a cluster placement \
+                 group and EFA traffic stay within one",
+                used_zones.join(", ")
+            ),
+            "use subnets of one availability zone".into(),
+        );
+    }
+    if !provider_zones.is_empty() {
+        for zone in used_zones.iter().filter(|z| !provider_zones.contains(z)) {
+            checker.finding(
+                Some(name),
+                "availability-zone",
+                format!(
+                    "a subnet is in {zone}, but provider.availability_zone is {}",
+                    provider_zones.join(",")
+                ),
+                "use a subnet in that zone, or change provider.availability_zone".into(),
+            );
+        }
+    }
+
+    if let Some(instance_type) = config.instance_type() {
+        match checker.instance_type(instance_type).await {
+            None => checker.finding(
+                Some(name),
+                "instance-type",
+                format!("instance type {instance_type} does not exist in {region}"),
+                "pick one from `rayefa instance-types --efa`".into(),
+            ),
+            Some(row) => {
+                check_type_abilities(checker, name, config, &row);
+                for zone in &used_zones {
+                    check_offering(checker, name, instance_type, zone).await;
+                }
+                if let Some(image) = config.image_id() {
+                    check_architecture(checker, name, image, &row).await;
+                }
+            }
+        }
+    }
+
+    if node_type.user_data_len > USER_DATA_LIMIT {
+        checker.finding(
+            Some(name),
+            "user-data",
+            format!(
+                "the user data is {} bytes; EC2 takes at most {USER_DATA_LIMIT}",
+                node_type.user_data_len
+            ),
+            "shorten the setup commands, or move them into a script the commands download".into(),
+        );
+    }
+}
+
+fn check_type_abilities(
+    checker: &mut Checker<'_>,
+    name: &str,
+    config: &NodeConfig,
+    row: &InstanceTypeRow,
+) {
+    let wanted = config.efa_interfaces();
+    if wanted == 0 {
+        return;
+    }
+    let instance_type = &row.instance_type;
+    if !row.efa_supported {
+        checker.finding(
+            Some(name),
+            "efa",
+            format!("{instance_type} does not support EFA, but a network interface asks for it"),
+            "pick an EFA-capable type (`rayefa instance-types --efa`)".into(),
+        );
+    } else if i64::try_from(wanted).unwrap_or(i64::MAX) > i64::from(row.max_efa_interfaces) {
+        checker.finding(
+            Some(name),
+            "efa-interfaces",
+            format!(
+                "{wanted} EFA interfaces asked for; {instance_type} takes at most {}",
+                row.max_efa_interfaces
+            ),
+            format!(
+                "use at most {} EFA interfaces, or a larger type",
+                row.max_efa_interfaces
+            ),
+        );
+    }
+}
+
+async fn check_offering(checker: &mut Checker<'_>, name: &str, instance_type: &str, zone: &str) {
+    let answer = checker
+        .clients
+        .ec2
+        .describe_instance_type_offerings()
+        .location_type(LocationType::AvailabilityZone)
+        .filters(
+            Filter::builder()
+                .name("instance-type")
+                .values(instance_type)
+                .build(),
+        )
+        .filters(Filter::builder().name("location").values(zone).build())
+        .send()
+        .await;
+    match answer {
+        Ok(out) if out.instance_type_offerings().is_empty() => checker.finding(
+            Some(name),
+            "instance-type",
+            format!("{instance_type} is not offered in {zone}"),
+            "use a subnet in a zone that offers it, or another type".into(),
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            let error = ApiError::from_sdk(format!("asking where {instance_type} is offered"), e);
+            checker.unchecked(Some(name), &error);
+        }
+    }
+}
+
+async fn check_architecture(
+    checker: &mut Checker<'_>,
+    name: &str,
+    image: &str,
+    row: &InstanceTypeRow,
+) {
+    let answer = checker
+        .clients
+        .ec2
+        .describe_images()
+        .image_ids(image)
+        .send()
+        .await;
+    let architecture = match answer {
+        Ok(out) => match out.images().first() {
+            Some(found) => found.architecture().map(|a| a.as_str().to_owned()),
+            None => {
+                missing_image(checker, name, image);
+                return;
+            }
+        },
+        Err(e) => {
+            let error = ApiError::from_sdk(format!("describing image {image}"), e);
+            if error.kind == ErrorKind::NotFound
+                || error.code.as_deref() == Some("InvalidAMIID.Malformed")
+            {
+                missing_image(checker, name, image);
+            } else {
+                checker.unchecked(Some(name), &error);
+            }
+            return;
+        }
+    };
+    if let Some(architecture) = architecture
+        && !row.architectures.contains(&architecture)
+    {
+        checker.finding(
+            Some(name),
+            "architecture",
+            format!(
+                "image {image} is {architecture}; {} runs {}",
+                row.instance_type,
+                row.architectures.join(", ")
+            ),
+            format!(
+                "use an image for {} (`rayefa env` prints X86_AMI_ID and ARM_AMI_ID)",
+                row.architectures.join(" or ")
+            ),
+        );
+    }
+}
+
+fn missing_image(checker: &mut Checker<'_>, name: &str, image: &str) {
+    checker.finding(
+        Some(name),
+        "architecture",
+        format!("image {image} does not exist in {}", checker.clients.region),
+        "use X86_AMI_ID or ARM_AMI_ID from `rayefa env`".into(),
+    );
+}
+
+async fn check_placement_groups(checker: &mut Checker<'_>, input: &Input<'_>) {
+    let mut seen: Vec<&str> = Vec::new();
+    for node_type in &input.node_types {
+        let Some(group) = node_type.config.placement_group() else {
+            continue;
+        };
+        if seen.contains(&group) {
+            continue;
+        }
+        seen.push(group);
+        match placement_group_strategy(checker.clients, group).await {
+            Ok(None) => checker.finding(
+                Some(node_type.name),
+                "placement-group",
+                format!("placement group {group} does not exist"),
+                "run `rayefa prepare FILE`".into(),
+            ),
+            Ok(Some(strategy))
+                if strategy != "cluster" && node_type.config.efa_interfaces() > 0 =>
+            {
+                checker.finding(
+                    Some(node_type.name),
+                    "placement-group",
+                    format!("placement group {group} has strategy {strategy}"),
+                    "use a placement group with strategy cluster for EFA nodes".into(),
+                )
+            }
+            Ok(Some(_)) => {}
+            Err(error) => checker.unchecked(Some(node_type.name), &error),
+        }
+    }
+}
+
+async fn check_security_groups(checker: &mut Checker<'_>, input: &Input<'_>) {
+    let mut users: BTreeMap<String, (&str, bool)> = BTreeMap::new();
+    for node_type in &input.node_types {
+        let efa = node_type.config.efa_security_groups();
+        for group in node_type.config.security_groups() {
+            let entry = users
+                .entry(group.clone())
+                .or_insert((node_type.name, false));
+            entry.1 |= efa.contains(&group);
+        }
+    }
+    for (group, (user, needs_self_rule)) in users {
+        let answer = checker
+            .clients
+            .ec2
+            .describe_security_groups()
+            .group_ids(&group)
+            .send()
+            .await;
+        let described = match answer {
+            Ok(out) => out.security_groups().first().cloned(),
+            Err(e) => {
+                let error = ApiError::from_sdk(format!("describing security group {group}"), e);
+                if error.kind != ErrorKind::NotFound {
+                    checker.unchecked(Some(user), &error);
+                    continue;
+                }
+                None
+            }
+        };
+        let Some(described) = described else {
+            checker.finding(
+                Some(user),
+                "security-group",
+                format!("security group {group} does not exist"),
+                "check HEAD_SG_ID / WORKER_SG_ID (`rayefa env` finds them by name)".into(),
+            );
+            continue;
+        };
+        if !needs_self_rule {
+            continue;
+        }
+        for direction in [Direction::Ingress, Direction::Egress] {
+            if !has_self_rule(&described, direction) {
+                checker.finding(
+                    Some(user),
+                    "security-group",
+                    format!(
+                        "security group {group} has no all-traffic {} rule referencing itself; \
+                         EFA traffic between the nodes would be dropped",
+                        direction.as_str()
+                    ),
+                    "run `rayefa prepare FILE`".into(),
+                );
+            }
+        }
+    }
+}
+
+async fn check_instance_profiles(checker: &mut Checker<'_>, input: &Input<'_>) {
+    let mut seen: Vec<String> = Vec::new();
+    for node_type in &input.node_types {
+        let Some(profile) = node_type.config.instance_profile() else {
+            continue;
+        };
+        let name = match &profile {
+            ProfileRef::Name(name) => name.clone(),
+            // arn:aws:iam::123456789012:instance-profile/path/name
+            ProfileRef::Arn(arn) => arn.rsplit('/').next().unwrap_or(arn).to_owned(),
+        };
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name.clone());
+        let answer = checker
+            .clients
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(&name)
+            .send()
+            .await;
+        if let Err(e) = answer {
+            let error = ApiError::from_sdk(format!("reading instance profile {name}"), e);
+            if error.kind == ErrorKind::NotFound {
+                checker.finding(
+                    Some(node_type.name),
+                    "instance-profile",
+                    format!("instance profile {name} does not exist"),
+                    format!(
+                        "create it (aws iam create-instance-profile --instance-profile-name \
+                         {name}) and add a role, or fix IamInstanceProfile"
+                    ),
+                );
+            } else {
+                checker.unchecked(Some(node_type.name), &error);
+            }
+        }
+    }
+}

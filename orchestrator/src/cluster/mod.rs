@@ -1,0 +1,341 @@
+//! The cluster file: Ray's cluster-launcher YAML, read with `${VAR}` expansion, parsed with
+//! positions, then checked into a [`Cluster`] plus a list of [`Finding`]s.
+
+mod check;
+pub(crate) mod expand;
+mod finding;
+pub(crate) mod rayefa;
+pub(crate) mod replaced;
+pub(crate) mod schema;
+pub(crate) mod settings;
+mod ssh_only;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use serde_saphyr::Location;
+
+pub(crate) use self::finding::{Finding, Severity};
+use self::rayefa::RayefaSection;
+use self::schema::{ClusterSpec, NodeTypeSpec};
+pub(crate) use self::settings::Settings;
+
+/// A cluster file that parsed and passed every check that is an error.
+#[derive(Debug, Clone)]
+pub(crate) struct Cluster {
+    /// Where it was read from.
+    pub(crate) path: PathBuf,
+    /// Its contents, variables filled in.
+    pub(crate) spec: ClusterSpec,
+    /// The orchestrator's settings from the `rayefa:` section.
+    pub(crate) settings: Settings,
+    /// Warnings and notes (errors make [`load`] fail).
+    pub(crate) findings: Vec<Finding>,
+}
+
+impl Cluster {
+    /// `provider.type`.
+    pub(crate) fn provider_type(&self) -> &str {
+        &self.spec.provider.value.kind
+    }
+
+    /// `cluster_name`.
+    pub(crate) fn name(&self) -> &str {
+        &self.spec.cluster_name.value
+    }
+
+    /// `head_node_type` (checked to be a node type).
+    pub(crate) fn head_type(&self) -> &str {
+        self.spec
+            .head_node_type
+            .as_ref()
+            .map_or("", |h| h.value.as_str())
+    }
+
+    /// The node type called `name`.
+    pub(crate) fn node_type(&self, name: &str) -> Option<&NodeTypeSpec> {
+        self.spec
+            .available_node_types
+            .as_ref()
+            .and_then(|types| types.value.get(name))
+    }
+
+    /// Every node type's name, in file order of the sorted map.
+    pub(crate) fn node_type_names(&self) -> Vec<&str> {
+        self.spec
+            .available_node_types
+            .iter()
+            .flat_map(|types| types.value.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The worker types and how many nodes of each `up` launches (`min_workers`).
+    pub(crate) fn worker_counts(&self) -> Vec<(&str, usize)> {
+        let head = self.head_type();
+        self.spec
+            .available_node_types
+            .iter()
+            .flat_map(|types| types.value.iter())
+            .filter(|(name, _)| name.as_str() != head)
+            .map(|(name, t)| {
+                let count = t.min_workers.as_ref().map_or(0, |m| m.value);
+                (name.as_str(), usize::try_from(count).unwrap_or(usize::MAX))
+            })
+            .collect()
+    }
+
+    /// The `rayefa:` section, if the file has one.
+    pub(crate) fn rayefa(&self) -> Option<&RayefaSection> {
+        self.spec.rayefa.as_ref().map(|r| &r.value)
+    }
+
+    /// The file name used in messages.
+    pub(crate) fn display_path(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// How many EFA interfaces (`InterfaceType: efa` or `efa-only`) a `node_config` asks for.
+pub(crate) fn efa_interfaces(node_config: &Value) -> u32 {
+    node_config
+        .get("NetworkInterfaces")
+        .and_then(Value::as_array)
+        .map_or(0, |interfaces| {
+            let count = interfaces
+                .iter()
+                .filter(|i| {
+                    matches!(
+                        i.get("InterfaceType").and_then(Value::as_str),
+                        Some("efa" | "efa-only")
+                    )
+                })
+                .count();
+            u32::try_from(count).unwrap_or(u32::MAX)
+        })
+}
+
+/// Why a cluster file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClusterError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `${VAR}` reference could not be filled in.
+    #[error("{path}:{}:{}: error: {}", .error.line, .error.column, .error.message)]
+    Variable {
+        /// The file.
+        path: PathBuf,
+        /// Where and what.
+        error: expand::ExpandError,
+    },
+    /// The YAML does not parse or does not fit Ray's schema.
+    #[error("{path}:{line}:{column}: error: {message}{snippet}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// 1-based column.
+        column: u64,
+        /// What was expected.
+        message: String,
+        /// The lines around the mistake, each on its own line, or nothing.
+        snippet: String,
+    },
+    /// The file parsed, but checks found errors; `findings` holds every finding, errors first.
+    #[error("{}", render_findings(path, findings))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Errors, warnings and notes.
+        findings: Vec<Finding>,
+    },
+}
+
+impl ClusterError {
+    /// Every finding the error carries, as findings (for `--output json`).
+    pub(crate) fn findings(&self) -> Vec<Finding> {
+        match self {
+            ClusterError::Invalid { findings, .. } => findings.clone(),
+            ClusterError::Read { source, .. } => {
+                vec![Finding::error(Location::UNKNOWN, "", source.to_string())]
+            }
+            ClusterError::Variable { error, .. } => vec![Finding {
+                severity: Severity::Error,
+                line: u64::try_from(error.line).ok(),
+                column: u64::try_from(error.column).ok(),
+                key: String::new(),
+                message: error.message.clone(),
+            }],
+            ClusterError::Syntax {
+                line,
+                column,
+                message,
+                ..
+            } => vec![Finding {
+                severity: Severity::Error,
+                line: Some(*line),
+                column: Some(*column),
+                key: String::new(),
+                message: message.clone(),
+            }],
+        }
+    }
+}
+
+fn render_findings(path: &Path, findings: &[Finding]) -> String {
+    let file = path.display().to_string();
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let mut lines: Vec<String> = findings
+        .iter()
+        .map(|f| f.display(&file).to_string())
+        .collect();
+    lines.push(format!(
+        "{file}: {errors} error{} found",
+        if errors == 1 { "" } else { "s" }
+    ));
+    lines.join("\n")
+}
+
+/// Reads and checks `path`, filling in `${VAR}` references from this process's environment.
+pub(crate) fn load(path: &Path) -> Result<Cluster, ClusterError> {
+    load_with_env(path, &process_env())
+}
+
+/// This process's environment (variables whose name or value is not UTF-8 are left out: a
+/// reference to one reads as unset).
+pub(crate) fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Reads and checks `path`, filling in `${VAR}` references from `env`.
+pub(crate) fn load_with_env(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Cluster, ClusterError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ClusterError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text, env)
+}
+
+/// Checks `text`, the contents of `path`.
+pub(crate) fn parse(
+    path: &Path,
+    text: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<Cluster, ClusterError> {
+    let expanded = expand::expand(text, env).map_err(|error| ClusterError::Variable {
+        path: path.to_owned(),
+        error,
+    })?;
+    let mut spec: ClusterSpec =
+        serde_saphyr::from_str(&expanded).map_err(|e| syntax_error(path, &e))?;
+
+    let mut findings = Vec::new();
+    // `metadata.rayefa` keeps the file acceptable to `ray up`; from here on it is the section.
+    if let Some(in_metadata) = spec.metadata.as_mut().and_then(|m| m.rayefa.take()) {
+        match &spec.rayefa {
+            Some(top) => findings.push(Finding::error(
+                top.referenced,
+                "rayefa",
+                format!(
+                    "the file has both a rayefa section and metadata.rayefa (line {}); keep one",
+                    in_metadata.referenced.line()
+                ),
+            )),
+            None => spec.rayefa = Some(in_metadata),
+        }
+    }
+    let section = spec.rayefa.as_ref().map(|r| &r.value);
+    let settings = settings::resolve(section, &mut findings);
+    if let Some(section) = section {
+        settings::check_section(section, &mut findings);
+    }
+    ssh_only::check(&spec, &mut findings);
+    check::check(&spec, &settings, &mut findings);
+    provider_notes(&spec, &mut findings);
+
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.line.cmp(&b.line))
+            .then(a.column.cmp(&b.column))
+    });
+    if findings.iter().any(|f| f.severity == Severity::Error) {
+        return Err(ClusterError::Invalid {
+            path: path.to_owned(),
+            findings,
+        });
+    }
+    Ok(Cluster {
+        path: path.to_owned(),
+        spec,
+        settings,
+        findings,
+    })
+}
+
+/// What the local provider does differently from a cloud.
+fn provider_notes(spec: &ClusterSpec, out: &mut Vec<Finding>) {
+    if spec.provider.value.kind != "local" {
+        return;
+    }
+    out.push(Finding::note(
+        spec.provider.referenced,
+        "provider.type",
+        "local: every node is a rayefa-agent process on this machine; steps grow-root and \
+         install-efa are off (they would change this machine) and node_config is not used",
+    ));
+    for (name, node_type) in spec
+        .available_node_types
+        .iter()
+        .flat_map(|t| t.value.iter())
+    {
+        if efa_interfaces(&node_type.node_config.value) > 0 {
+            out.push(Finding::warning(
+                node_type.node_config.referenced,
+                format!("available_node_types.{name}.node_config"),
+                "asks for EFA interfaces, so EFA is required on these nodes, but the local \
+                 provider's nodes have none unless this machine does: probe-efa will fail",
+            ));
+        }
+    }
+}
+
+/// A deserializer error as `FILE:LINE:COLUMN: message` plus the lines around it.
+fn syntax_error(path: &Path, error: &serde_saphyr::Error) -> ClusterError {
+    let location = error.location().unwrap_or(Location::UNKNOWN);
+    let plain = error.without_snippet().to_string();
+    // The plain message ends with " at line N, column M", which the prefix already says.
+    let message = match plain.rfind(" at line ") {
+        Some(at) => plain[..at].to_owned(),
+        None => plain,
+    };
+    let rendered = error.to_string();
+    let snippet: String = rendered
+        .lines()
+        .skip(1)
+        .map(|line| format!("\n    {line}"))
+        .collect();
+    ClusterError::Syntax {
+        path: path.to_owned(),
+        line: location.line(),
+        column: location.column(),
+        message,
+        snippet,
+    }
+}

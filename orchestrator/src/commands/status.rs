@@ -1,0 +1,66 @@
+//! `rayefa status FILE`: every node of the cluster with its state and current step.
+
+use std::time::Instant;
+
+use super::agent_client;
+use crate::cli::StatusArgs;
+use crate::cluster;
+use crate::exit::{Error, ExitCode};
+use crate::provider;
+use crate::view::Output;
+use crate::view::report::{ClusterSummary, NodeSummary, failure_details, node_table};
+use crate::wait;
+use crate::wait::node::{NodeWatch, Verdict};
+
+/// Runs `status`: exit 0 when no node failed, 1 when one did.
+pub(crate) async fn run(args: &StatusArgs, output: Output) -> Result<ExitCode, Error> {
+    let cluster = cluster::load(&args.cluster.file)?;
+    output.findings(&cluster);
+    let provider = provider::for_cluster(&cluster).await?;
+    let mut policy = cluster.settings.poll.clone();
+    if let Some(timeout) = args.timeout {
+        policy.request_timeout = timeout;
+    }
+    let client = agent_client(&policy)?;
+    let now = Instant::now();
+    let mut watches: Vec<NodeWatch> = provider
+        .list()
+        .await?
+        .into_iter()
+        .map(|n| NodeWatch::new(n, now))
+        .collect();
+    wait::once(&client, &mut watches, &policy).await;
+    wait::read_published(provider.as_ref(), &mut watches).await;
+    let failed = watches.iter().any(|w| w.verdict.is_failure());
+    let all_ready = !watches.is_empty() && watches.iter().all(|w| w.verdict == Verdict::Ready);
+    let outcome = if failed {
+        "failed"
+    } else if all_ready {
+        "ready"
+    } else if watches.is_empty() {
+        "absent"
+    } else {
+        "bootstrapping"
+    };
+    if output.json() {
+        output.print_json(&ClusterSummary {
+            cluster: cluster.name(),
+            provider: cluster.provider_type(),
+            outcome,
+            launched: Vec::new(),
+            nodes: watches.iter().map(NodeSummary::of).collect(),
+            findings: &cluster.findings,
+        });
+    } else if watches.is_empty() {
+        println!("cluster {} has no nodes", cluster.name());
+    } else {
+        println!("{}", node_table(&watches));
+        print!("{}", failure_details(&watches));
+        println!("cluster {}: {outcome}", cluster.name());
+    }
+    Ok(if failed {
+        ExitCode::NodeFailed
+    } else {
+        ExitCode::Success
+    })
+}

@@ -1,0 +1,266 @@
+//! `rayefa up FILE`: launch the head, wait for its agent, launch the workers with the head's
+//! address, then wait until every node is ready.
+//!
+//! Running it again on a running cluster launches nothing (and says so); nodes that stopped
+//! are started again (their agents resume from their journals); worker types with fewer
+//! nodes than `min_workers` get the missing ones.
+
+use std::time::Instant;
+
+use rayefa_wire::Role;
+
+use super::agent_client;
+use crate::cli::UpArgs;
+use crate::cluster::{self, Cluster};
+use crate::exit::{Error, ExitCode};
+use crate::provider::{self, LaunchRequest, NodeRecord, Provider, ProviderError};
+use crate::render::render_agent_config;
+use crate::view::report::{ClusterSummary, NodeSummary, failure_details, node_table};
+use crate::view::{Output, Progress};
+use crate::wait::node::NodeWatch;
+use crate::wait::{self, WaitOutcome};
+
+/// Runs `up`.
+pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error> {
+    let cluster = cluster::load(&args.cluster.file)?;
+    output.findings(&cluster);
+    let provider = provider::for_cluster(&cluster).await?;
+    let policy = cluster.settings.poll.clone();
+    let client = agent_client(&policy)?;
+    let started = Instant::now();
+    let deadline = started + args.timeout.unwrap_or(cluster.settings.ready_timeout);
+    let mut progress = output.progress();
+    if let Some(location) = provider.location() {
+        progress.message(&format!("cluster {} ({location})", cluster.name()));
+    }
+
+    let existing = provider.list().await?;
+    let mut touched: Vec<String> = Vec::new();
+
+    let head = ensure_head(
+        &cluster,
+        provider.as_ref(),
+        &existing,
+        &mut touched,
+        progress.as_mut(),
+    )
+    .await?;
+    let mut head_watch = NodeWatch::new(head.clone(), Instant::now());
+    progress.update(&head_watch);
+    let head_deadline = (Instant::now() + cluster.settings.head_agent_timeout).min(deadline);
+    let healthy = wait::until_healthy(
+        provider.as_ref(),
+        &client,
+        &mut head_watch,
+        &policy,
+        head_deadline,
+        progress.as_mut(),
+    )
+    .await;
+    if healthy != WaitOutcome::Ready {
+        progress.finish();
+        if healthy == WaitOutcome::TimedOut {
+            output.say(&format!(
+                "the head's agent ({}) did not answer within {}s; no worker was launched",
+                head.id,
+                head_deadline.saturating_duration_since(started).as_secs()
+            ));
+        }
+        return Ok(report(&output, &cluster, &[head_watch], &touched, healthy));
+    }
+    let head_address = head.private_address.clone().ok_or_else(|| {
+        ProviderError::Failed(format!("the head {} has no private address", head.id))
+    })?;
+
+    for (node_type, wanted) in cluster.worker_counts() {
+        let launched = ensure_workers(
+            &cluster,
+            provider.as_ref(),
+            &existing,
+            node_type,
+            wanted,
+            &head_address,
+            &mut touched,
+            progress.as_mut(),
+        )
+        .await;
+        if let Err(error) = launched {
+            progress.finish();
+            output.say(&format!(
+                "the nodes launched so far keep running ({}); `rayefa status` shows them, \
+                 `rayefa down` removes them",
+                touched.join(", ")
+            ));
+            return Err(error);
+        }
+    }
+
+    let listed = provider.list().await?;
+    if touched.is_empty() {
+        let running = listed.iter().filter(|n| n.lifecycle.is_alive()).count();
+        progress.message(&format!(
+            "cluster {} is already up: {running} node{} running, nothing launched",
+            cluster.name(),
+            if running == 1 { "" } else { "s" }
+        ));
+    }
+    let now = Instant::now();
+    let mut watches: Vec<NodeWatch> = listed
+        .into_iter()
+        .filter(|n| n.lifecycle.is_alive() || touched.contains(&n.id))
+        .map(|n| NodeWatch::new(n, now))
+        .collect();
+    for watch in &watches {
+        progress.update(watch);
+    }
+    let outcome = wait::until_ready(
+        provider.as_ref(),
+        &client,
+        &mut watches,
+        &policy,
+        deadline,
+        progress.as_mut(),
+    )
+    .await;
+    progress.finish();
+    if outcome == WaitOutcome::TimedOut {
+        output.say(&format!(
+            "timed out after {}s waiting for the nodes to be ready",
+            started.elapsed().as_secs()
+        ));
+    }
+    Ok(report(&output, &cluster, &watches, &touched, outcome))
+}
+
+/// The head that runs: the one that already does, a stopped one started again, or a new one.
+async fn ensure_head(
+    cluster: &Cluster,
+    provider: &dyn Provider,
+    existing: &[NodeRecord],
+    touched: &mut Vec<String>,
+    progress: &mut dyn Progress,
+) -> Result<NodeRecord, Error> {
+    let heads: Vec<&NodeRecord> = existing.iter().filter(|n| n.role == Role::Head).collect();
+    if let Some(head) = heads.iter().find(|n| n.lifecycle.is_alive()) {
+        return Ok((*head).clone());
+    }
+    if let Some(stopped) = heads.first() {
+        progress.message(&format!(
+            "starting the head {} again (it had stopped)",
+            stopped.id
+        ));
+        let head = provider.restart(stopped).await?;
+        touched.push(head.id.clone());
+        return Ok(head);
+    }
+    let head_type = cluster.head_type();
+    progress.message(&format!("launching the head ({head_type})"));
+    let config = render_agent_config(cluster, head_type, Role::Head, None);
+    let mut launched = provider
+        .launch(LaunchRequest {
+            node_type: head_type,
+            role: Role::Head,
+            count: 1,
+            config: &config,
+        })
+        .await?;
+    let head = launched
+        .pop()
+        .ok_or_else(|| ProviderError::Failed("the provider launched no head".to_owned()))?;
+    touched.push(head.id.clone());
+    Ok(head)
+}
+
+/// Brings the workers of `node_type` up to `wanted`: stopped ones first, then new ones.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_workers(
+    cluster: &Cluster,
+    provider: &dyn Provider,
+    existing: &[NodeRecord],
+    node_type: &str,
+    wanted: usize,
+    head_address: &str,
+    touched: &mut Vec<String>,
+    progress: &mut dyn Progress,
+) -> Result<(), Error> {
+    let of_type: Vec<&NodeRecord> = existing
+        .iter()
+        .filter(|n| n.role == Role::Worker && n.node_type == node_type)
+        .collect();
+    let mut have = of_type.iter().filter(|n| n.lifecycle.is_alive()).count();
+    for stopped in of_type.iter().filter(|n| !n.lifecycle.is_alive()) {
+        if have >= wanted {
+            break;
+        }
+        progress.message(&format!(
+            "starting worker {} again (it had stopped)",
+            stopped.id
+        ));
+        let node = provider.restart(stopped).await?;
+        touched.push(node.id);
+        have += 1;
+    }
+    if have >= wanted {
+        return Ok(());
+    }
+    let count = wanted - have;
+    progress.message(&format!(
+        "launching {count} worker{} of type {node_type}",
+        if count == 1 { "" } else { "s" }
+    ));
+    let config = render_agent_config(cluster, node_type, Role::Worker, Some(head_address));
+    let launched = provider
+        .launch(LaunchRequest {
+            node_type,
+            role: Role::Worker,
+            count,
+            config: &config,
+        })
+        .await?;
+    touched.extend(launched.into_iter().map(|n| n.id));
+    Ok(())
+}
+
+/// Prints the outcome and returns its exit code.
+fn report(
+    output: &Output,
+    cluster: &Cluster,
+    watches: &[NodeWatch],
+    touched: &[String],
+    outcome: WaitOutcome,
+) -> ExitCode {
+    let (word, code) = match outcome {
+        WaitOutcome::Ready => ("ready", ExitCode::Success),
+        WaitOutcome::Failed => ("failed", ExitCode::NodeFailed),
+        WaitOutcome::TimedOut => ("timed-out", ExitCode::TimedOut),
+    };
+    if output.json() {
+        output.print_json(&ClusterSummary {
+            cluster: cluster.name(),
+            provider: cluster.provider_type(),
+            outcome: word,
+            launched: touched.to_vec(),
+            nodes: watches.iter().map(NodeSummary::of).collect(),
+            findings: &cluster.findings,
+        });
+        return code;
+    }
+    if !output.quiet {
+        println!("{}", node_table(watches));
+    }
+    let details = failure_details(watches);
+    if !details.is_empty() {
+        print!("{details}");
+    }
+    match outcome {
+        WaitOutcome::Ready => println!(
+            "cluster {}: {} node{} ready",
+            cluster.name(),
+            watches.len(),
+            if watches.len() == 1 { "" } else { "s" }
+        ),
+        WaitOutcome::Failed => println!("cluster {}: a node failed", cluster.name()),
+        WaitOutcome::TimedOut => println!("cluster {}: not ready in time", cluster.name()),
+    }
+    code
+}

@@ -1,0 +1,161 @@
+//! The seam between the orchestrator and whatever runs the nodes.
+//!
+//! A provider launches nodes of one type with a rendered agent configuration, lists the
+//! cluster's nodes (with the address their agent answers on) and terminates them. `up`,
+//! `status` and `down` only talk to this trait, so the local provider (processes on this
+//! machine) and the AWS provider (EC2 instances) behave the same to a user.
+
+pub(crate) mod local;
+
+use std::net::SocketAddr;
+
+use rayefa_wire::{AgentConfigFile, Role};
+
+use crate::cluster::Cluster;
+
+/// A node the provider knows about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeRecord {
+    /// The provider's id for the node (a local node's directory name, an EC2 instance id).
+    pub(crate) id: String,
+    /// The key of the node's entry in `available_node_types`.
+    pub(crate) node_type: String,
+    /// Head or worker.
+    pub(crate) role: Role,
+    /// Where the node's agent answers HTTP; absent while the provider does not know yet
+    /// (an instance without a private address).
+    pub(crate) agent_address: Option<SocketAddr>,
+    /// The address other nodes reach this one at (what workers get as the head's address).
+    pub(crate) private_address: Option<String>,
+    /// Whether the node exists and runs.
+    pub(crate) lifecycle: Lifecycle,
+    /// Milliseconds since the Unix epoch when the node was launched, if known.
+    pub(crate) launched_at_ms: Option<u64>,
+}
+
+/// Whether a node is running, from the provider's point of view (not the agent's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    /// Launched, not yet running (an EC2 instance in `pending`).
+    Pending,
+    /// Running; its agent may or may not answer yet.
+    Running,
+    /// Gone or stopped; `why` says how the provider knows (exit status, instance state).
+    Stopped {
+        /// In words, for a person.
+        why: String,
+    },
+}
+
+impl Lifecycle {
+    /// True for nodes that count as part of the cluster.
+    pub(crate) fn is_alive(&self) -> bool {
+        matches!(self, Lifecycle::Pending | Lifecycle::Running)
+    }
+}
+
+/// What `launch` is asked to start.
+#[derive(Debug, Clone)]
+pub(crate) struct LaunchRequest<'a> {
+    /// The node type's key in `available_node_types`.
+    pub(crate) node_type: &'a str,
+    /// Head or worker.
+    pub(crate) role: Role,
+    /// How many nodes.
+    pub(crate) count: usize,
+    /// The rendered agent configuration of this node type and role; a provider adds what
+    /// differs per node (the local provider's listen address).
+    pub(crate) config: &'a AgentConfigFile,
+}
+
+/// How one node ended under `terminate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Termination {
+    /// The node's id.
+    pub(crate) id: String,
+    /// What happened, in words ("stopped after SIGTERM in 0.2 s", "already stopped").
+    pub(crate) outcome: String,
+}
+
+/// A provider failed; the message says what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProviderError {
+    /// The provider in the cluster file is not one this build knows.
+    #[error("provider type `{0}` is not supported (supported: {SUPPORTED})")]
+    Unsupported(String),
+    /// The agent binary the local provider starts is missing.
+    #[error("{0}")]
+    AgentBinary(String),
+    /// A file or directory of the local provider could not be used.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The provider refused or failed for another reason.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The provider types this build can run; the AWS engineer adds `aws`.
+const SUPPORTED: &str = "local, aws";
+
+/// Runs, lists and stops a cluster's nodes.
+#[async_trait::async_trait]
+pub(crate) trait Provider: Send + Sync {
+    /// Starts `request.count` nodes of one type and returns them as launched.
+    async fn launch(&self, request: LaunchRequest<'_>) -> Result<Vec<NodeRecord>, ProviderError>;
+
+    /// Every node of this cluster the provider knows, running or not.
+    async fn list(&self) -> Result<Vec<NodeRecord>, ProviderError>;
+
+    /// Stops and removes `nodes`.
+    async fn terminate(&self, nodes: &[NodeRecord]) -> Result<Vec<Termination>, ProviderError>;
+
+    /// Starts again a node that exists but stopped; its agent resumes from its journal.
+    async fn restart(&self, node: &NodeRecord) -> Result<NodeRecord, ProviderError> {
+        Err(ProviderError::Failed(format!(
+            "node {} is stopped and this provider cannot start it again; `rayefa down` removes it",
+            node.id
+        )))
+    }
+
+    /// Where the provider keeps the cluster, for messages (a directory, a region).
+    fn location(&self) -> Option<String> {
+        None
+    }
+
+    /// What `nodes` last published about themselves through the provider (EC2 tags), by node
+    /// id: the way to follow nodes whose agents cannot be reached over the network (the
+    /// orchestrator outside the VPC). Providers without such a channel know nothing.
+    async fn published(
+        &self,
+        _nodes: &[NodeRecord],
+    ) -> Result<std::collections::BTreeMap<String, Published>, ProviderError> {
+        Ok(std::collections::BTreeMap::new())
+    }
+}
+
+/// The state an agent published through the provider instead of HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Published {
+    /// The node state's label: `starting`, `bootstrapping`, `ready`, `failed`, `rebooting`.
+    pub(crate) state: String,
+    /// The current step and its state, `install-efa:running`, when the agent gave one.
+    pub(crate) step: Option<String>,
+    /// The first failure, shortened, when there was one.
+    pub(crate) error: Option<String>,
+    /// When the agent published it, in milliseconds since the Unix epoch.
+    pub(crate) updated_at_ms: Option<u64>,
+}
+
+/// The provider named by the cluster file's `provider.type`.
+pub(crate) async fn for_cluster(cluster: &Cluster) -> Result<Box<dyn Provider>, ProviderError> {
+    match cluster.provider_type() {
+        "local" => Ok(Box::new(local::LocalProvider::new(cluster)?)),
+        "aws" => Ok(Box::new(crate::aws::AwsProvider::new(cluster).await?)),
+        other => Err(ProviderError::Unsupported(other.to_owned())),
+    }
+}

@@ -1,0 +1,354 @@
+//! The local provider end to end: the real `rayefa` binary starts real `rayefa-agent`
+//! processes on loopback addresses and polls them over HTTP.
+//!
+//! The agent binary must be built first (`cargo build -p rayefa-agent`, which CI's script
+//! does); `rayefa` finds it next to itself in `target/<profile>/`. Every test has its own
+//! cluster directory and its own range of loopback addresses, so the tests run concurrently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// A cluster file in a scratch directory, taken down when the test ends however it ends.
+struct LocalCluster {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl LocalCluster {
+    /// A cluster whose nodes start at `127.0.<octet>.1` with the given commands.
+    fn new(name: &str, octet: u8, workers: u32, extra: &str) -> Self {
+        let agent = Path::new(env!("CARGO_BIN_EXE_rayefa")).with_file_name("rayefa-agent");
+        assert!(
+            agent.is_file(),
+            "{} is missing: build it first with `cargo build -p rayefa-agent`",
+            agent.display()
+        );
+        let dir = tempfile::tempdir().expect("scratch directory");
+        let file = dir.path().join("cluster.yaml");
+        let text = format!(
+            r#"cluster_name: {name}
+provider: {{type: local}}
+setup_commands:
+    - echo "set up $(basename "$PWD")" > setup.log
+available_node_types:
+    head:
+        resources: {{"CPU": 0}}
+        node_config: {{}}
+    worker:
+        resources: {{"CPU": 1}}
+        node_config: {{}}
+        min_workers: {workers}
+head_node_type: head
+{extra}
+rayefa:
+    agent_port: 18700
+    steps: {{install-ray: false, start-ray: false}}
+    poll: {{interval: 100ms, request_timeout: 1s, unreachable_grace: 1s}}
+    timeouts: {{ready: 60s, head_agent: 20s, stop_grace: 5s}}
+    local:
+        cluster_dir: state
+        first_address: 127.0.{octet}.1
+"#
+        );
+        std::fs::write(&file, text).expect("cluster file");
+        Self { dir, file }
+    }
+
+    fn rayefa(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rayefa"))
+            .args(args)
+            .arg(&self.file)
+            .env_remove("RAYEFA_AGENT")
+            .output()
+            .expect("rayefa runs")
+    }
+
+    fn json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let output = self.rayefa(&all);
+        let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}):\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status.code(), doc)
+    }
+
+    fn node_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join("state/nodes").join(id)
+    }
+
+    /// The pid recorded for node `id`.
+    fn pid(&self, id: &str) -> i32 {
+        let record = std::fs::read_to_string(self.node_dir(id).join("node.json")).expect("record");
+        let record: serde_json::Value = serde_json::from_str(&record).expect("json");
+        i32::try_from(record["pid"].as_i64().expect("pid")).expect("pid fits")
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = self.rayefa(&["down", "-q"]);
+    }
+}
+
+/// Sends `signal` to one of this test's agents.
+fn signal(pid: i32, signal: Signal) {
+    nix::sys::signal::kill(Pid::from_raw(pid), signal).expect("signal the agent");
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie has exited; only its parent has not collected it yet.
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+fn ids(doc: &serde_json::Value, key: &str) -> Vec<String> {
+    doc[key]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other["id"].as_str().expect("id").to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn up_status_up_again_and_down() {
+    let cluster = LocalCluster::new("e2e_up", 61, 2, "");
+    let (code, up) = cluster.json(&["up"]);
+    assert_eq!(code, Some(0), "{up:#}");
+    assert_eq!(up["outcome"], "ready");
+    assert_eq!(ids(&up, "launched"), ["head-0", "worker-0", "worker-1"]);
+    for node in up["nodes"].as_array().expect("nodes") {
+        assert_eq!(node["state"], "ready", "{node:#}");
+    }
+    let worker = &up["nodes"][1];
+    assert_eq!(worker["address"], "127.0.61.2");
+    // The setup command ran on the node, in its directory.
+    let log =
+        std::fs::read_to_string(cluster.node_dir("worker-0").join("setup.log")).expect("setup.log");
+    assert_eq!(log.trim(), "set up worker-0");
+
+    let (code, status) = cluster.json(&["status"]);
+    assert_eq!(code, Some(0), "{status:#}");
+    assert_eq!(status["outcome"], "ready");
+    assert_eq!(ids(&status, "nodes"), ["head-0", "worker-0", "worker-1"]);
+
+    let pids: Vec<i32> = ["head-0", "worker-0", "worker-1"]
+        .map(|id| cluster.pid(id))
+        .to_vec();
+    let again = cluster.rayefa(&["up"]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("already up: 3 nodes running, nothing launched"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ["head-0", "worker-0", "worker-1"]
+            .map(|id| cluster.pid(id))
+            .to_vec(),
+        pids,
+        "the same agents"
+    );
+
+    let down = cluster.rayefa(&["down"]);
+    let stdout = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(down.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("node worker-1: stopped after SIGTERM"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 nodes stopped and removed"), "{stdout}");
+    for pid in pids {
+        assert!(!alive(pid), "agent {pid} still runs");
+    }
+    assert!(!cluster.node_dir("head-0").exists());
+    let (code, status) = cluster.json(&["status"]);
+    assert_eq!(
+        (code, status["outcome"].as_str()),
+        (Some(0), Some("absent"))
+    );
+}
+
+#[test]
+fn a_failing_setup_command_fails_up_with_the_node_and_step() {
+    let cluster = LocalCluster::new(
+        "e2e_fail",
+        62,
+        1,
+        "worker_setup_commands:\n    - echo 'disk is full' >&2; exit 3\n",
+    );
+    let output = cluster.rayefa(&["up"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("node worker-0 (worker) failed at step setup-commands"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("disk is full"),
+        "the output tail is shown: {stdout}"
+    );
+
+    let (code, status) = cluster.json(&["status"]);
+    assert_eq!(code, Some(1), "{status:#}");
+    let worker = &status["nodes"][1];
+    assert_eq!(
+        (worker["state"].as_str(), worker["step"].as_str()),
+        (Some("failed"), Some("setup-commands"))
+    );
+    assert_eq!(
+        status["nodes"][0]["state"], "ready",
+        "the head has no failing command"
+    );
+}
+
+#[test]
+fn an_orchestrator_killed_while_waiting_finds_the_same_nodes_again() {
+    // The head's setup takes a while, so `up` is still waiting when it is killed.
+    let cluster = LocalCluster::new(
+        "e2e_restart",
+        63,
+        1,
+        "head_setup_commands:\n    - sleep 2\n",
+    );
+    let mut first = Command::new(env!("CARGO_BIN_EXE_rayefa"))
+        .arg("up")
+        .arg(&cluster.file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rayefa up");
+    let started = Instant::now();
+    while !cluster.node_dir("worker-0").join("node.json").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker was never launched"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().expect("kill rayefa");
+    first.wait().expect("reap rayefa");
+    let pids = [cluster.pid("head-0"), cluster.pid("worker-0")];
+    assert!(
+        pids.iter().all(|pid| alive(*pid)),
+        "agents outlive the orchestrator"
+    );
+
+    let (code, up) = cluster.json(&["up"]);
+    assert_eq!(code, Some(0), "{up:#}");
+    assert_eq!(ids(&up, "launched"), Vec::<String>::new(), "nothing new");
+    assert_eq!(ids(&up, "nodes"), ["head-0", "worker-0"]);
+    assert_eq!([cluster.pid("head-0"), cluster.pid("worker-0")], pids);
+}
+
+#[test]
+fn a_stopped_agent_is_reported_and_started_again_by_up() {
+    let cluster = LocalCluster::new("e2e_stopped", 64, 1, "");
+    let (code, _) = cluster.json(&["up"]);
+    assert_eq!(code, Some(0));
+    let pid = cluster.pid("worker-0");
+    // The way a crash would end it.
+    signal(pid, Signal::SIGKILL);
+    let gone = Instant::now();
+    while alive(pid) {
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "agent {pid} did not die"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let (code, status) = cluster.json(&["status"]);
+    assert_eq!(code, Some(1), "{status:#}");
+    assert_eq!(status["nodes"][1]["state"], "stopped");
+    assert!(
+        status["nodes"][1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("agent process {pid}")),
+        "{status:#}"
+    );
+
+    let (code, up) = cluster.json(&["up"]);
+    assert_eq!(code, Some(0), "{up:#}");
+    assert_eq!(ids(&up, "launched"), ["worker-0"]);
+    assert_ne!(cluster.pid("worker-0"), pid);
+}
+
+#[test]
+fn a_missing_agent_binary_is_a_provider_error() {
+    let cluster = LocalCluster::new("e2e_noagent", 65, 0, "");
+    let output = Command::new(env!("CARGO_BIN_EXE_rayefa"))
+        .arg("up")
+        .arg(&cluster.file)
+        .env("RAYEFA_AGENT", cluster.dir.path().join("no-such-agent"))
+        .output()
+        .expect("rayefa runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("RAYEFA_AGENT:") && stderr.contains("is not an executable file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_agent_that_stops_answering_is_reported_unreachable() {
+    let cluster = LocalCluster::new(
+        "e2e_silent",
+        66,
+        1,
+        "worker_setup_commands:\n    - sleep 5\n",
+    );
+    let up = Command::new(env!("CARGO_BIN_EXE_rayefa"))
+        .args(["up", "--output", "json"])
+        .arg(&cluster.file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rayefa up");
+    let started = Instant::now();
+    while !cluster.node_dir("worker-0").join("node.json").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker was never launched"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the orchestrator hear from the worker once, then freeze its agent: the process
+    // exists, but nothing answers.
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = cluster.pid("worker-0");
+    signal(pid, Signal::SIGSTOP);
+    let output = up.wait_with_output().expect("rayefa up ends");
+    signal(pid, Signal::SIGCONT);
+
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(output.status.code(), Some(1), "{doc:#}");
+    let worker = &doc["nodes"][1];
+    assert_eq!(worker["state"], "unreachable", "{doc:#}");
+    assert!(
+        worker["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("no answer for"),
+        "{doc:#}"
+    );
+}
