@@ -61,13 +61,19 @@ impl Ec2Lookup {
     }
 
     /// Starts asking the metadata service at `endpoint`; `on_done` sees the answer once.
-    pub(crate) fn start(endpoint: String, on_done: impl FnOnce(Option<Ec2Facts>) + Send + 'static) -> Self {
+    pub(crate) fn start(
+        endpoint: String,
+        on_done: impl FnOnce(Option<Ec2Facts>) + Send + 'static,
+    ) -> Self {
         let (tx, rx) = watch::channel(LookupState::Pending);
         tokio::spawn(async move {
             let facts = match fetch(&endpoint).await {
                 Ok(facts) => Some(facts),
                 Err(err) => {
-                    tracing::info!(endpoint, "instance metadata unavailable, assuming not on EC2: {err}");
+                    tracing::info!(
+                        endpoint,
+                        "instance metadata unavailable, assuming not on EC2: {err}"
+                    );
                     None
                 }
             };
@@ -126,7 +132,11 @@ async fn fetch(endpoint: &str) -> Result<Ec2Facts, reqwest::Error> {
     let private_ip = get("local-ipv4".into()).await.ok();
     let mut interface_types = Vec::new();
     if let Ok(macs) = get("network/interfaces/macs/".into()).await {
-        for mac in macs.lines().map(|m| m.trim().trim_end_matches('/')).filter(|m| !m.is_empty()) {
+        for mac in macs
+            .lines()
+            .map(|m| m.trim().trim_end_matches('/'))
+            .filter(|m| !m.is_empty())
+        {
             let kind = get(format!("network/interfaces/macs/{mac}/interface-type"))
                 .await
                 .unwrap_or_else(|_| "interface".to_owned());

@@ -11,13 +11,19 @@ pub(crate) fn init(verbose: bool) {
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
             Ok(journald) => {
-                registry.with(journald.with_syslog_identifier("rayefa-agent".to_owned())).init();
+                registry
+                    .with(journald.with_syslog_identifier("rayefa-agent".to_owned()))
+                    .init();
                 return;
             }
             Err(err) => eprintln!("journald unavailable, logging to stderr: {err}"),
         }
     }
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .init();
 }

@@ -59,9 +59,14 @@ pub(crate) fn status_line(doc: &StatusDocument) -> String {
                 None => format!("{finished} of {total} steps done"),
                 Some((first, others)) => {
                     let activity = first.activity.as_deref().unwrap_or("running");
-                    let mut line = format!("step {}/{total}: {} ({activity})", finished + 1, first.name);
+                    let mut line =
+                        format!("step {}/{total}: {} ({activity})", finished + 1, first.name);
                     for other in others {
-                        line.push_str(&format!("; {} ({})", other.name, other.activity.as_deref().unwrap_or("running")));
+                        line.push_str(&format!(
+                            "; {} ({})",
+                            other.name,
+                            other.activity.as_deref().unwrap_or("running")
+                        ));
                     }
                     line
                 }

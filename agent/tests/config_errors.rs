@@ -39,19 +39,43 @@ fn expect_error(extra: &str, culprit: &str, needles: &[&str]) {
 
 #[test]
 fn an_unknown_key_names_its_line_and_the_keys_allowed() {
-    expect_error("[packages]\nvirtualenvs = \"/opt/v\"\n", "virtualenvs", &["packages.virtualenvs", "unknown field `virtualenvs`", "virtualenv"]);
+    expect_error(
+        "[packages]\nvirtualenvs = \"/opt/v\"\n",
+        "virtualenvs",
+        &[
+            "packages.virtualenvs",
+            "unknown field `virtualenvs`",
+            "virtualenv",
+        ],
+    );
 }
 
 #[test]
 fn a_wrong_type_names_key_and_line() {
-    expect_error("[steps.start-ray]\nattempts = \"three\"\n", "three", &["steps.start-ray.attempts", "invalid type"]);
+    expect_error(
+        "[steps.start-ray]\nattempts = \"three\"\n",
+        "three",
+        &["steps.start-ray.attempts", "invalid type"],
+    );
 }
 
 #[test]
 fn an_invalid_value_names_key_and_line() {
-    expect_error("[efa]\nmode = \"sometimes\"\n", "sometimes", &["efa.mode", "not one of required, auto, off"]);
-    expect_error("[packages]\nvirtualenv = \"venv\"\n", "\"venv\"", &["packages.virtualenv", "not an absolute path"]);
-    expect_error("[steps.start-ray]\nattempts = 0\n", "attempts = 0", &["steps.start-ray.attempts", "at least 1"]);
+    expect_error(
+        "[efa]\nmode = \"sometimes\"\n",
+        "sometimes",
+        &["efa.mode", "not one of required, auto, off"],
+    );
+    expect_error(
+        "[packages]\nvirtualenv = \"venv\"\n",
+        "\"venv\"",
+        &["packages.virtualenv", "not an absolute path"],
+    );
+    expect_error(
+        "[steps.start-ray]\nattempts = 0\n",
+        "attempts = 0",
+        &["steps.start-ray.attempts", "at least 1"],
+    );
 }
 
 #[test]
@@ -60,13 +84,20 @@ fn a_table_given_twice_names_the_table() {
     let (code, stderr) = check(&node);
     assert_eq!(code, 2, "{stderr}");
     let second = line_of(&node, "timeout_secs = 5") - 1;
-    let location = format!("{}:{second}: key `steps.grow-root`", node.config().display());
+    let location = format!(
+        "{}:{second}: key `steps.grow-root`",
+        node.config().display()
+    );
     assert!(stderr.contains(&location), "{location:?} not in {stderr:?}");
 }
 
 #[test]
 fn a_toml_syntax_error_names_its_line() {
-    expect_error("[commands]\nsetup = [\"echo\"\nstart = []\n", "start = []", &["expected"]);
+    expect_error(
+        "[commands]\nsetup = [\"echo\"\nstart = []\n",
+        "start = []",
+        &["expected"],
+    );
 }
 
 #[test]
@@ -76,7 +107,10 @@ fn a_missing_required_value_says_which_and_why() {
     node.write_config(&text.replace("role = \"head\"", "role = \"worker\""));
     let (code, stderr) = check(&node);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("missing required value `node.head_address`"), "{stderr}");
+    assert!(
+        stderr.contains("missing required value `node.head_address`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("a worker must know its head"), "{stderr}");
 }
 
@@ -88,9 +122,19 @@ fn a_bad_listen_address_is_refused_before_anything_starts() {
     let output = node.output(&["run"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    let location = format!("{}:{}:", node.config().display(), line_of(&node, "localhost"));
-    assert!(stderr.contains("agent.listen") && stderr.contains(&location), "{stderr}");
-    assert!(!node.path("root/var/lib/rayefa").exists(), "the state directory was created");
+    let location = format!(
+        "{}:{}:",
+        node.config().display(),
+        line_of(&node, "localhost")
+    );
+    assert!(
+        stderr.contains("agent.listen") && stderr.contains(&location),
+        "{stderr}"
+    );
+    assert!(
+        !node.path("root/var/lib/rayefa").exists(),
+        "the state directory was created"
+    );
 }
 
 #[test]
@@ -99,11 +143,18 @@ fn a_mistake_in_a_drop_in_names_the_drop_in() {
     let dropins = node.path("agent.d");
     std::fs::create_dir_all(&dropins).expect("drop-in dir");
     std::fs::write(dropins.join("10-good.toml"), "[environment]\nA = \"1\"\n").expect("write");
-    std::fs::write(dropins.join("20-bad.toml"), "[environment]\n\"1BAD\" = \"x\"\n").expect("write");
+    std::fs::write(
+        dropins.join("20-bad.toml"),
+        "[environment]\n\"1BAD\" = \"x\"\n",
+    )
+    .expect("write");
     let (code, stderr) = check(&node);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("20-bad.toml:2"), "{stderr}");
-    assert!(stderr.contains("not an environment variable name"), "{stderr}");
+    assert!(
+        stderr.contains("not an environment variable name"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -111,10 +162,23 @@ fn drop_ins_override_the_main_file_in_name_order() {
     let node = Node::new("[commands]\nsetup = [\"echo main\"]\n");
     let dropins = node.path("agent.d");
     std::fs::create_dir_all(&dropins).expect("drop-in dir");
-    std::fs::write(dropins.join("10-a.toml"), "[commands]\nsetup = [\"echo a\"]\n").expect("write");
-    std::fs::write(dropins.join("20-b.toml"), "[steps.setup-commands]\ntimeout_secs = 77\n").expect("write");
+    std::fs::write(
+        dropins.join("10-a.toml"),
+        "[commands]\nsetup = [\"echo a\"]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dropins.join("20-b.toml"),
+        "[steps.setup-commands]\ntimeout_secs = 77\n",
+    )
+    .expect("write");
     let output = node.output(&["plan", "--json"]);
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON plan");
     let setup = plan
         .as_array()
@@ -122,7 +186,10 @@ fn drop_ins_override_the_main_file_in_name_order() {
         .expect("setup-commands planned");
     assert_eq!(setup["timeout_secs"], 77);
     let would = setup["would"].to_string();
-    assert!(would.contains("echo a") && !would.contains("echo main"), "{would}");
+    assert!(
+        would.contains("echo a") && !would.contains("echo main"),
+        "{would}"
+    );
 }
 
 #[test]

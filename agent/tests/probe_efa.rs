@@ -176,3 +176,16 @@ fn an_explicit_library_is_the_one_loaded() {
     let file = library.file.expect("resolved");
     assert!(file.contains("libfabric.so.1."), "{file}");
 }
+
+#[test]
+fn the_agent_does_not_link_libfabric() {
+    // The agent must start on a node where the EFA installer has not yet run.
+    let output = Command::new("readelf")
+        .args(["--dynamic", AGENT])
+        .output()
+        .expect("readelf (binutils) is installed");
+    assert!(output.status.success(), "{output:?}");
+    let dynamic = String::from_utf8_lossy(&output.stdout);
+    assert!(dynamic.contains("(NEEDED)"), "{dynamic}");
+    assert!(!dynamic.contains("libfabric"), "{dynamic}");
+}

@@ -46,7 +46,8 @@ pub(crate) fn plan(global: &Global, args: &PlanArgs) -> CommandResult {
         })
         .collect();
     if args.json {
-        let text = serde_json::to_string_pretty(&planned).map_err(|e| CliError::new(Exit::Failed, e))?;
+        let text =
+            serde_json::to_string_pretty(&planned).map_err(|e| CliError::new(Exit::Failed, e))?;
         println!("{text}");
         return Ok(Exit::Success);
     }

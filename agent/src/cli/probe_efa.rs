@@ -108,7 +108,7 @@ fn print_table(probe: &FabricProbe) -> std::io::Result<()> {
         other => {
             let message = other.message().unwrap_or_default();
             eprintln!("rayefa-agent probe-efa: {message}");
-            if let Some(hint) = hint(other) {
+            if let Some(hint) = hint(other, probe.query.provider.as_deref()) {
                 eprintln!("  {hint}");
             }
         }
@@ -117,13 +117,14 @@ fn print_table(probe: &FabricProbe) -> std::io::Result<()> {
 }
 
 /// What a person should look at next.
-fn hint(outcome: &ProbeOutcome) -> Option<&'static str> {
+fn hint(outcome: &ProbeOutcome, provider: Option<&str>) -> Option<&'static str> {
     match outcome {
         ProbeOutcome::Found => None,
-        ProbeOutcome::NoProvider { .. } => Some(
-            "this libfabric has no such provider, or none of its devices is usable: \
-             is an EFA interface attached and the efa module loaded?",
+        ProbeOutcome::NoProvider { .. } if provider == Some("efa") => Some(
+            "this libfabric has no efa provider, or no EFA device is usable: is an EFA \
+             interface attached, the efa module loaded, and this the EFA installer's libfabric?",
         ),
+        ProbeOutcome::NoProvider { .. } => None,
         ProbeOutcome::LibraryMissing { .. } => {
             Some("has the EFA installer run? (or name a library with --lib)")
         }

@@ -23,7 +23,12 @@ pub(crate) fn run(global: &Global) -> CommandResult {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| CliError::new(Exit::Environment, anyhow::Error::new(e).context("cannot start the async runtime")))?;
+        .map_err(|e| {
+            CliError::new(
+                Exit::Environment,
+                anyhow::Error::new(e).context("cannot start the async runtime"),
+            )
+        })?;
     runtime.block_on(daemon(global.host_root(), settings))
 }
 
@@ -43,10 +48,7 @@ async fn daemon(root: HostRoot, settings: Settings) -> CommandResult {
             let aside = journal
                 .set_aside()
                 .map_err(|e| CliError::new(Exit::Environment, e))?;
-            let warning = format!(
-                "{corrupt}; kept as {} and started afresh",
-                aside.display()
-            );
+            let warning = format!("{corrupt}; kept as {} and started afresh", aside.display());
             tracing::error!("{warning}");
             warnings.push(warning);
             None
@@ -113,7 +115,9 @@ async fn daemon(root: HostRoot, settings: Settings) -> CommandResult {
         EngineEnd::Ready => tracing::info!("node ready"),
         EngineEnd::Failed { step } => tracing::error!(step, "bootstrap failed"),
         EngineEnd::Rebooting { step } => tracing::warn!(step, "rebooting to finish a step"),
-        EngineEnd::Stopped => tracing::info!("stopped during the bootstrap; the journal holds where it was"),
+        EngineEnd::Stopped => {
+            tracing::info!("stopped during the bootstrap; the journal holds where it was")
+        }
     }
     // The node's state stays readable until the service is stopped.
     stop.cancelled().await;
@@ -123,7 +127,10 @@ async fn daemon(root: HostRoot, settings: Settings) -> CommandResult {
 }
 
 async fn stop_on_signal(stop: CancellationToken) {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
         return;
     };

@@ -37,10 +37,15 @@ pub(crate) fn status(global: &Global, args: &StatusArgs) -> CommandResult {
                 Ok(None) => {
                     return Err(CliError::new(
                         Exit::Environment,
-                        daemon_error.context(format!("and there is no journal at {}", journal.path().display())),
+                        daemon_error.context(format!(
+                            "and there is no journal at {}",
+                            journal.path().display()
+                        )),
                     ));
                 }
-                Err(err) => return Err(CliError::new(Exit::Environment, daemon_error.context(err))),
+                Err(err) => {
+                    return Err(CliError::new(Exit::Environment, daemon_error.context(err)));
+                }
             }
         }
     };
@@ -75,7 +80,10 @@ pub(crate) fn status(global: &Global, args: &StatusArgs) -> CommandResult {
         Source::Journal(steps, _) => {
             if steps.iter().all(|s| s.state.is_satisfied()) {
                 Exit::Success
-            } else if steps.iter().any(|s| matches!(s.state, StepState::Failed { .. })) {
+            } else if steps
+                .iter()
+                .any(|s| matches!(s.state, StepState::Failed { .. }))
+            {
                 Exit::Failed
             } else {
                 Exit::InProgress
@@ -106,18 +114,20 @@ fn fetch(address: SocketAddr) -> anyhow::Result<StatusDocument> {
         .build()
         .context("cannot start the async runtime")?;
     let url = format!("http://{address}/v1/status");
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .no_proxy()
-            .build()?;
-        let response = client.get(&url).send().await?.error_for_status()?;
-        response.bytes().await
-    })
-    .map_err(|e| anyhow!("no answer from {url}: {e}"))
-    .and_then(|body| {
-        serde_json::from_slice(&body).with_context(|| format!("{url} answered something that is not a status document"))
-    })
+    runtime
+        .block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .no_proxy()
+                .build()?;
+            let response = client.get(&url).send().await?.error_for_status()?;
+            response.bytes().await
+        })
+        .map_err(|e| anyhow!("no answer from {url}: {e}"))
+        .and_then(|body| {
+            serde_json::from_slice(&body)
+                .with_context(|| format!("{url} answered something that is not a status document"))
+        })
 }
 
 fn node_summary(state: &NodeState) -> String {

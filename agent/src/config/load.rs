@@ -109,7 +109,10 @@ impl ConfigSource {
 /// Reads the main file and its drop-ins (`<name>.d/*.toml`, in name order) and validates the
 /// merged result. `explicit` is a path on this machine; otherwise the default file under the
 /// root is read.
-pub(crate) fn load(root: &HostRoot, explicit: Option<&Path>) -> Result<(Settings, Vec<PathBuf>), ConfigError> {
+pub(crate) fn load(
+    root: &HostRoot,
+    explicit: Option<&Path>,
+) -> Result<(Settings, Vec<PathBuf>), ConfigError> {
     let main = explicit.map_or_else(|| root.path(DEFAULT_CONFIG), Path::to_path_buf);
     let mut sources = vec![read(&main)?];
     for dropin in dropins(&main)? {
@@ -121,7 +124,10 @@ pub(crate) fn load(root: &HostRoot, explicit: Option<&Path>) -> Result<(Settings
 }
 
 fn dropins(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let stem = main.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = main
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dir = main.with_file_name(format!("{stem}.d"));
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -177,7 +183,11 @@ fn key_at(text: &str, index: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let line = lines.get(index)?.trim();
     if line.starts_with('[') {
-        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned(),
+        );
     }
     let (name, _) = line.split_once('=')?;
     let name = name.trim().trim_matches('"');

@@ -37,14 +37,16 @@ struct Origin<'a> {
 
 impl Origin<'_> {
     fn invalid(&self, table: &str, key: &str, message: impl Into<String>) -> ConfigError {
-        let found = self
-            .sources
-            .iter()
-            .rev()
-            .find_map(|s| s.line_of(table, key).map(|line| (s.path.clone(), Some(line))));
+        let found = self.sources.iter().rev().find_map(|s| {
+            s.line_of(table, key)
+                .map(|line| (s.path.clone(), Some(line)))
+        });
         let (path, line) = found.unwrap_or_else(|| {
             (
-                self.sources.last().map(|s| s.path.clone()).unwrap_or_default(),
+                self.sources
+                    .last()
+                    .map(|s| s.path.clone())
+                    .unwrap_or_default(),
                 None,
             )
         });
@@ -96,9 +98,9 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
     let role = node
         .role
         .ok_or_else(|| origin.missing("node.role", "`head` or `worker`"))?;
-    let node_type = node
-        .node_type
-        .ok_or_else(|| origin.missing("node.node_type", "the node type's name in the cluster file"))?;
+    let node_type = node.node_type.ok_or_else(|| {
+        origin.missing("node.node_type", "the node type's name in the cluster file")
+    })?;
     let head_address = node.head_address.filter(|a| !a.trim().is_empty());
     if role == Role::Worker && head_address.is_none() {
         return Err(origin.missing("node.head_address", "a worker must know its head"));
@@ -202,7 +204,10 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
             manager,
             os: packages.os,
             python: packages.python.unwrap_or_else(|| {
-                DEFAULT_PYTHON_PACKAGES.iter().map(|p| (*p).to_owned()).collect()
+                DEFAULT_PYTHON_PACKAGES
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect()
             }),
             virtualenv,
             python_interpreter: packages
@@ -219,7 +224,11 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
     })
 }
 
-fn step_policy(origin: &Origin<'_>, name: &str, section: StepSection) -> Result<StepPolicy, ConfigError> {
+fn step_policy(
+    origin: &Origin<'_>,
+    name: &str,
+    section: StepSection,
+) -> Result<StepPolicy, ConfigError> {
     let defaults = StepPolicy::default_for(name);
     let table = format!("steps.{name}");
     if section.timeout_secs == Some(0) {
@@ -245,7 +254,10 @@ fn step_policy(origin: &Origin<'_>, name: &str, section: StepSection) -> Result<
     })
 }
 
-fn efa_settings(origin: &Origin<'_>, efa: rayefa_wire::EfaSection) -> Result<EfaSettings, ConfigError> {
+fn efa_settings(
+    origin: &Origin<'_>,
+    efa: rayefa_wire::EfaSection,
+) -> Result<EfaSettings, ConfigError> {
     let mode = match efa.mode.as_deref().unwrap_or("auto") {
         "required" => EfaMode::Required,
         "auto" => EfaMode::Auto,
@@ -274,11 +286,7 @@ fn efa_settings(origin: &Origin<'_>, efa: rayefa_wire::EfaSection) -> Result<Efa
         .unwrap_or_else(|| DEFAULT_EFA_SHA256.to_owned())
         .to_ascii_lowercase();
     if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(origin.invalid(
-            "efa",
-            "installer_sha256",
-            "must be 64 hexadecimal digits",
-        ));
+        return Err(origin.invalid("efa", "installer_sha256", "must be 64 hexadecimal digits"));
     }
     let fingerprint: String = efa
         .fingerprint
@@ -294,7 +302,9 @@ fn efa_settings(origin: &Origin<'_>, efa: rayefa_wire::EfaSection) -> Result<Efa
             "must be 40 hexadecimal digits (spaces allowed)",
         ));
     }
-    let installer_url = efa.installer_url.unwrap_or_else(|| DEFAULT_EFA_URL.to_owned());
+    let installer_url = efa
+        .installer_url
+        .unwrap_or_else(|| DEFAULT_EFA_URL.to_owned());
     if !(installer_url.starts_with("https://") || installer_url.starts_with("http://")) {
         return Err(origin.invalid("efa", "installer_url", "must be an http or https URL"));
     }
@@ -329,7 +339,12 @@ fn efa_settings(origin: &Origin<'_>, efa: rayefa_wire::EfaSection) -> Result<Efa
     })
 }
 
-fn absolute(origin: &Origin<'_>, table: &str, key: &str, path: &str) -> Result<PathBuf, ConfigError> {
+fn absolute(
+    origin: &Origin<'_>,
+    table: &str,
+    key: &str,
+    path: &str,
+) -> Result<PathBuf, ConfigError> {
     if path.starts_with('/') {
         Ok(PathBuf::from(path))
     } else {

@@ -24,7 +24,9 @@ pub(crate) struct StepGraph {
 
 impl std::fmt::Debug for StepGraph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.steps.iter().map(|s| s.name())).finish()
+        f.debug_list()
+            .entries(self.steps.iter().map(|s| s.name()))
+            .finish()
     }
 }
 

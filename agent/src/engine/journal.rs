@@ -187,6 +187,9 @@ mod tests {
         let aside = journal.set_aside().expect("set aside");
         assert!(aside.exists());
         assert!(!journal.path().exists());
-        assert_eq!(fs::read(aside).expect("kept"), b"{\"version\": 1, \"steps\": [tru");
+        assert_eq!(
+            fs::read(aside).expect("kept"),
+            b"{\"version\": 1, \"steps\": [tru"
+        );
     }
 }

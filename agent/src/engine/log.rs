@@ -22,6 +22,9 @@ struct LogInner {
     path: PathBuf,
     file: Option<File>,
     tail: Vec<u8>,
+    /// False after output that did not end its line, so that the agent's own next line
+    /// starts on a line of its own.
+    at_line_start: bool,
 }
 
 impl StepLog {
@@ -37,6 +40,7 @@ impl StepLog {
                 path: path.to_owned(),
                 file: None,
                 tail: Vec::new(),
+                at_line_start: true,
             })),
             report,
         };
@@ -58,7 +62,12 @@ impl StepLog {
 
     /// Adds a line of the agent's own (a command line, an activity, an attempt header).
     pub(crate) fn note(&self, line: &str) {
-        let mut text = line.to_owned();
+        let mut text = if self.lock().at_line_start {
+            String::new()
+        } else {
+            "\n".to_owned()
+        };
+        text.push_str(line);
         text.push('\n');
         self.write(text.as_bytes());
     }
@@ -78,6 +87,9 @@ impl OutputSink for StepLog {
                 // A full disk must not stop the step; the tail still reaches status.
                 let _ = file.write_all(bytes);
             }
+            if let Some(last) = bytes.last() {
+                inner.at_line_start = *last == b'\n';
+            }
             inner.tail.extend_from_slice(bytes);
             if inner.tail.len() > STATUS_TAIL_BYTES {
                 let excess = inner.tail.len() - STATUS_TAIL_BYTES;
@@ -86,5 +98,41 @@ impl OutputSink for StepLog {
             String::from_utf8_lossy(&inner.tail).into_owned()
         };
         self.report.output_tail(tail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rayefa_wire::{NodeFacts, NodeIdentity, NodeState, Role, StatusDocument};
+
+    use super::*;
+    use crate::engine::StatusBoard;
+
+    #[test]
+    fn the_agents_own_lines_never_run_into_a_commands_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let board = StatusBoard::new(StatusDocument {
+            api: rayefa_wire::API_VERSION,
+            node: NodeIdentity {
+                cluster_name: "t".into(),
+                role: Role::Head,
+                node_type: "h".into(),
+            },
+            facts: NodeFacts::default(),
+            state: NodeState::Starting,
+            steps: vec![],
+            warnings: vec![],
+            generated_at_ms: 0,
+        });
+        let path = dir.path().join("logs/step.log");
+        let log = StepLog::open(&path, board.reporter(0));
+        log.write(b"install ok installed");
+        log.note("# next");
+        log.write(b"done\n");
+        log.note("# last");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("log"),
+            "install ok installed\n# next\ndone\n# last\n"
+        );
     }
 }

@@ -24,9 +24,13 @@ use crate::host::{ChildRegistry, CommandRunner, CommandSpec, HostRoot};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EngineEnd {
     Ready,
-    Failed { step: String },
+    Failed {
+        step: String,
+    },
     /// A reboot was asked for; the agent resumes after the boot.
-    Rebooting { step: String },
+    Rebooting {
+        step: String,
+    },
     /// The agent was told to stop; the journal holds where it was.
     Stopped,
 }
@@ -102,7 +106,11 @@ impl Recorder {
 impl Engine {
     /// The status document's step list for this graph, from the journal where it has a record.
     /// Steps done once per boot start again when the journal was written in another boot.
-    pub(crate) fn initial_steps(graph: &StepGraph, journal: Option<&JournalDoc>, root: &HostRoot) -> Vec<StepStatus> {
+    pub(crate) fn initial_steps(
+        graph: &StepGraph,
+        journal: Option<&JournalDoc>,
+        root: &HostRoot,
+    ) -> Vec<StepStatus> {
         let rebooted = journal.is_some_and(|j| j.boot_id != current_boot_id(root));
         graph
             .steps()
@@ -139,7 +147,11 @@ impl Engine {
     }
 
     /// Runs the graph until every step is final, a reboot is needed, or `stop` is cancelled.
-    pub(crate) async fn run(self, pending_reboot: Option<PendingReboot>, stop: CancellationToken) -> EngineEnd {
+    pub(crate) async fn run(
+        self,
+        pending_reboot: Option<PendingReboot>,
+        stop: CancellationToken,
+    ) -> EngineEnd {
         let recorder = Recorder {
             board: self.board.clone(),
             journal: self.journal.clone(),
@@ -153,7 +165,10 @@ impl Engine {
                 // first): ask again rather than carry on with a half-installed driver.
                 return self.reboot(&recorder, pending.step).await;
             }
-            tracing::info!(step = pending.step, "resuming after the reboot the step asked for");
+            tracing::info!(
+                step = pending.step,
+                "resuming after the reboot the step asked for"
+            );
         }
         recorder.node_state(NodeState::Bootstrapping);
         recorder.persist();
@@ -179,7 +194,9 @@ impl Engine {
                 }
             };
             match joined {
-                Some(Ok((index, TaskEnd::Finished))) => self.block_dependents_if_failed(&recorder, index),
+                Some(Ok((index, TaskEnd::Finished))) => {
+                    self.block_dependents_if_failed(&recorder, index)
+                }
                 Some(Ok((_, TaskEnd::RebootRequired { step }))) => reboot_for = Some(step),
                 Some(Err(join_error)) => {
                     tracing::error!("a step task ended abnormally: {join_error}");
@@ -195,24 +212,38 @@ impl Engine {
 
     /// Starts every pending step whose dependencies are satisfied; true when a step was
     /// skipped on the spot, so that its dependents should be looked at again.
-    fn start_ready_steps(&self, recorder: &Recorder, lock: &PackageLock, tasks: &mut JoinSet<(usize, TaskEnd)>) -> bool {
+    fn start_ready_steps(
+        &self,
+        recorder: &Recorder,
+        lock: &PackageLock,
+        tasks: &mut JoinSet<(usize, TaskEnd)>,
+    ) -> bool {
         let doc = self.board.snapshot();
         let mut skipped = false;
         for (index, step) in self.graph.steps().iter().enumerate() {
-            let Some(status) = doc.steps.get(index) else { continue };
+            let Some(status) = doc.steps.get(index) else {
+                continue;
+            };
             if status.state != StepState::Pending {
                 continue;
             }
-            let deps_satisfied = step.depends_on().iter().all(|dep| {
-                doc.step(dep).is_some_and(|d| d.state.is_satisfied())
-            });
+            let deps_satisfied = step
+                .depends_on()
+                .iter()
+                .all(|dep| doc.step(dep).is_some_and(|d| d.state.is_satisfied()));
             if !deps_satisfied {
                 continue;
             }
             let policy = self.settings.policy(step.name());
             if !policy.enabled {
-                tracing::info!(step = step.name(), "{}: skipped: turned off in configuration", step.name());
-                if let Err(err) = recorder.transition(index, |s| s.skip("turned off in configuration".to_owned())) {
+                tracing::info!(
+                    step = step.name(),
+                    "{}: skipped: turned off in configuration",
+                    step.name()
+                );
+                if let Err(err) =
+                    recorder.transition(index, |s| s.skip("turned off in configuration".to_owned()))
+                {
                     tracing::error!("{err}");
                 }
                 skipped = true;
@@ -223,7 +254,10 @@ impl Engine {
                 continue;
             }
             let report = self.board.reporter(index);
-            let log = StepLog::open(&self.log_dir.join(format!("{}.log", step.name())), report.clone());
+            let log = StepLog::open(
+                &self.log_dir.join(format!("{}.log", step.name())),
+                report.clone(),
+            );
             let ctx = StepContext {
                 root: self.root.clone(),
                 runner: self.runner.clone(),
@@ -250,7 +284,9 @@ impl Engine {
 
     fn block_dependents_if_failed(&self, recorder: &Recorder, index: usize) {
         let doc = self.board.snapshot();
-        let Some(status) = doc.steps.get(index) else { return };
+        let Some(status) = doc.steps.get(index) else {
+            return;
+        };
         if !matches!(status.state, StepState::Failed { .. }) {
             return;
         }
@@ -317,14 +353,20 @@ impl Engine {
             self.block_dependents_if_failed(recorder, index);
             return self.finish(recorder);
         }
-        *recorder.pending_reboot.lock().unwrap_or_else(|p| p.into_inner()) = Some(PendingReboot {
+        *recorder
+            .pending_reboot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(PendingReboot {
             step: step.clone(),
             boot_id: current_boot_id(&self.root),
         });
         recorder.node_state(NodeState::Rebooting { step: step.clone() });
         recorder.persist();
         let spec = CommandSpec::new("systemctl").arg("reboot");
-        let log = StepLog::open(&self.log_dir.join(format!("{step}.log")), self.board.reporter(index));
+        let log = StepLog::open(
+            &self.log_dir.join(format!("{step}.log")),
+            self.board.reporter(index),
+        );
         log.note(&format!("$ {spec}"));
         match self.runner.run(&spec, &log).await {
             Ok(outcome) if outcome.success() => EngineEnd::Rebooting { step },
@@ -337,7 +379,10 @@ impl Engine {
     }
 
     fn reboot_failed(&self, recorder: &Recorder, index: usize, err: &StepError) -> EngineEnd {
-        *recorder.pending_reboot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *recorder
+            .pending_reboot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         recorder.board.update(|doc| {
             if let Some(s) = doc.steps.get_mut(index) {
                 s.state = StepState::Running;
@@ -384,7 +429,10 @@ impl StepTask {
             tracing::info!("{name}: attempt {attempt} of {}", self.attempts);
             self.record(Transitions::begin_attempt);
             self.ctx.log.clear_tail();
-            self.ctx.log.note(&format!("=== {name}: attempt {attempt} of {} ===", self.attempts));
+            self.ctx.log.note(&format!(
+                "=== {name}: attempt {attempt} of {} ===",
+                self.attempts
+            ));
             let result = tokio::time::timeout(self.timeout, self.attempt())
                 .await
                 .unwrap_or(Err(StepError::TimedOut(self.timeout.as_secs())));
@@ -414,7 +462,10 @@ impl StepTask {
                 Err(err) if err.is_retryable() && attempt < self.attempts => {
                     let wait = backoff_delay(self.backoff, attempt);
                     tracing::warn!("{name}: attempt {attempt} failed, retrying in {wait:?}: {err}");
-                    self.ctx.log.note(&format!("# attempt {attempt} failed: {err}; retrying in {} ms", wait.as_millis()));
+                    self.ctx.log.note(&format!(
+                        "# attempt {attempt} failed: {err}; retrying in {} ms",
+                        wait.as_millis()
+                    ));
                     self.ctx.report.activity(format!("retrying after: {err}"));
                     tokio::time::sleep(wait).await;
                 }
@@ -430,13 +481,16 @@ impl StepTask {
     }
 
     async fn attempt(&self) -> Result<AttemptEnd, StepError> {
-        self.ctx.activity("checking whether the work is already done");
+        self.ctx
+            .activity("checking whether the work is already done");
         if let Check::Done(detail) = self.step.check(&self.ctx).await? {
             return Ok(AttemptEnd::AlreadyDone(detail));
         }
         match self.step.run(&self.ctx).await? {
             Outcome::Done(detail) => Ok(AttemptEnd::Done(detail)),
-            Outcome::RebootRequired { reason, detail } => Ok(AttemptEnd::RebootRequired(reason, detail)),
+            Outcome::RebootRequired { reason, detail } => {
+                Ok(AttemptEnd::RebootRequired(reason, detail))
+            }
         }
     }
 

@@ -18,7 +18,8 @@ use crate::host::scripted::ScriptedRunner;
 use crate::host::{ChildRegistry, CommandRunner, HostRoot};
 
 type Behaviour = Box<dyn Fn(u32) -> BoxedRun + Send + Sync>;
-type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, StepError>> + Send>>;
+type BoxedRun =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, StepError>> + Send>>;
 
 /// A step whose run is a closure of the attempt number; counts checks and runs.
 struct TestStep {
@@ -82,10 +83,17 @@ impl Step for TestStep {
     }
 
     async fn run(&self, _ctx: &StepContext) -> Result<Outcome, StepError> {
-        let attempt = u32::try_from(self.runs.fetch_add(1, Ordering::SeqCst) + 1).unwrap_or(u32::MAX);
-        self.events.lock().expect("events").push(format!("start {}", self.name));
+        let attempt =
+            u32::try_from(self.runs.fetch_add(1, Ordering::SeqCst) + 1).unwrap_or(u32::MAX);
+        self.events
+            .lock()
+            .expect("events")
+            .push(format!("start {}", self.name));
         let result = (self.behaviour)(attempt).await;
-        self.events.lock().expect("events").push(format!("end {}", self.name));
+        self.events
+            .lock()
+            .expect("events")
+            .push(format!("end {}", self.name));
         result
     }
 }
@@ -121,7 +129,11 @@ impl Harness {
         self.run_until(steps, CancellationToken::new()).await
     }
 
-    async fn run_until(&self, steps: Vec<Arc<dyn Step>>, stop: CancellationToken) -> (EngineEnd, StatusDocument) {
+    async fn run_until(
+        &self,
+        steps: Vec<Arc<dyn Step>>,
+        stop: CancellationToken,
+    ) -> (EngineEnd, StatusDocument) {
         let graph = StepGraph::new(steps).expect("graph");
         let journal = self.journal();
         let recorded = journal.load().expect("journal readable");
@@ -134,7 +146,11 @@ impl Harness {
             },
             facts: NodeFacts::default(),
             state: NodeState::Starting,
-            steps: Engine::initial_steps(&graph, recorded.as_ref(), &HostRoot::new(self.dir.path())),
+            steps: Engine::initial_steps(
+                &graph,
+                recorded.as_ref(),
+                &HostRoot::new(self.dir.path()),
+            ),
             warnings: vec![],
             generated_at_ms: 0,
         });
@@ -162,7 +178,10 @@ fn events() -> Arc<Mutex<Vec<String>>> {
 }
 
 fn states(doc: &StatusDocument) -> BTreeMap<String, StepState> {
-    doc.steps.iter().map(|s| (s.name.clone(), s.state.clone())).collect()
+    doc.steps
+        .iter()
+        .map(|s| (s.name.clone(), s.state.clone()))
+        .collect()
 }
 
 #[tokio::test]
@@ -201,7 +220,9 @@ async fn independent_branches_run_at_the_same_time() {
             })
         }
     };
-    let harness = Harness::new("[steps.grow-root]\ntimeout_secs = 5\n[steps.install-ray]\ntimeout_secs = 5\n");
+    let harness = Harness::new(
+        "[steps.grow-root]\ntimeout_secs = 5\n[steps.install-ray]\ntimeout_secs = 5\n",
+    );
     let (end, _) = harness
         .run(vec![
             Arc::new(TestStep::new("grow-root", &[], &log).behaves(meet(barrier.clone()))),
@@ -277,8 +298,12 @@ async fn retryable_errors_are_retried_with_backoff() {
     assert_eq!(end, EngineEnd::Ready);
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     assert_eq!(doc.steps[0].attempts, 3);
-    let log_text = std::fs::read_to_string(harness.dir.path().join("state/logs/install-ray.log")).expect("log");
-    assert!(log_text.contains("attempt 1 failed: mirror busy (1)"), "{log_text}");
+    let log_text = std::fs::read_to_string(harness.dir.path().join("state/logs/install-ray.log"))
+        .expect("log");
+    assert!(
+        log_text.contains("attempt 1 failed: mirror busy (1)"),
+        "{log_text}"
+    );
 }
 
 #[tokio::test]
@@ -289,7 +314,12 @@ async fn fatal_errors_are_not_retried() {
         .behaves(|_| Box::pin(async { Err(StepError::Fatal("checksum mismatch".into())) }));
     let runs = broken.runs.clone();
     let (end, doc) = harness.run(vec![Arc::new(broken)]).await;
-    assert_eq!(end, EngineEnd::Failed { step: "install-ray".into() });
+    assert_eq!(
+        end,
+        EngineEnd::Failed {
+            step: "install-ray".into()
+        }
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(doc.steps[0].state, StepState::Failed { retryable: false });
     assert_eq!(doc.steps[0].error.as_deref(), Some("checksum mismatch"));
@@ -301,7 +331,10 @@ async fn a_failure_blocks_every_dependent_and_fails_the_node() {
     let harness = Harness::new("");
     let (end, doc) = harness
         .run(vec![
-            Arc::new(TestStep::new("a", &[], &log).behaves(|_| Box::pin(async { Err(StepError::Fatal("boom".into())) }))),
+            Arc::new(
+                TestStep::new("a", &[], &log)
+                    .behaves(|_| Box::pin(async { Err(StepError::Fatal("boom".into())) })),
+            ),
             Arc::new(TestStep::new("b", &["a"], &log)),
             Arc::new(TestStep::new("c", &["b"], &log)),
             Arc::new(TestStep::new("independent", &[], &log)),
@@ -326,14 +359,21 @@ async fn an_attempt_that_runs_out_of_time_is_a_retryable_failure() {
     let log = events();
     let harness = Harness::new("[steps.start-ray]\ntimeout_secs = 1\nattempts = 1\n");
     let (end, doc) = harness
-        .run(vec![Arc::new(TestStep::new("start-ray", &[], &log).behaves(|_| {
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Ok(Outcome::Done(None))
-            })
-        }))])
+        .run(vec![Arc::new(
+            TestStep::new("start-ray", &[], &log).behaves(|_| {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(Outcome::Done(None))
+                })
+            }),
+        )])
         .await;
-    assert_eq!(end, EngineEnd::Failed { step: "start-ray".into() });
+    assert_eq!(
+        end,
+        EngineEnd::Failed {
+            step: "start-ray".into()
+        }
+    );
     assert_eq!(doc.steps[0].state, StepState::Failed { retryable: true });
     assert_eq!(doc.steps[0].error.as_deref(), Some("timed out after 1 s"));
 }
@@ -348,26 +388,49 @@ async fn steps_turned_off_or_unwanted_are_skipped_and_dependents_run() {
         .run(vec![
             Arc::new(TestStep::new("grow-root", &[], &log)),
             Arc::new(unwanted),
-            Arc::new(TestStep::new("start-ray", &["grow-root", "probe-efa"], &log)),
+            Arc::new(TestStep::new(
+                "start-ray",
+                &["grow-root", "probe-efa"],
+                &log,
+            )),
         ])
         .await;
     assert_eq!(end, EngineEnd::Ready);
     let states = states(&doc);
-    assert_eq!(states["grow-root"], StepState::Skipped { reason: "turned off in configuration".into() });
-    assert_eq!(states["probe-efa"], StepState::Skipped { reason: "no EFA interface".into() });
+    assert_eq!(
+        states["grow-root"],
+        StepState::Skipped {
+            reason: "turned off in configuration".into()
+        }
+    );
+    assert_eq!(
+        states["probe-efa"],
+        StepState::Skipped {
+            reason: "no EFA interface".into()
+        }
+    );
     assert_eq!(states["start-ray"], StepState::Succeeded);
-    assert_eq!(*log.lock().expect("events"), ["start start-ray", "end start-ray"]);
+    assert_eq!(
+        *log.lock().expect("events"),
+        ["start start-ray", "end start-ray"]
+    );
 }
 
 #[tokio::test]
 async fn a_restart_does_not_rerun_completed_steps_and_rechecks_interrupted_ones() {
     let log = events();
     let harness = Harness::new("");
-    let (end, _) = harness.run(vec![Arc::new(TestStep::new("a", &[], &log))]).await;
+    let (end, _) = harness
+        .run(vec![Arc::new(TestStep::new("a", &[], &log))])
+        .await;
     assert_eq!(end, EngineEnd::Ready);
 
     // The journal now says `a` succeeded; pretend `b` was running when the agent died.
-    let mut doc = harness.journal().load().expect("readable").expect("present");
+    let mut doc = harness
+        .journal()
+        .load()
+        .expect("readable")
+        .expect("present");
     let mut interrupted = doc.steps[0].clone();
     interrupted.name = "b".into();
     interrupted.state = StepState::Running;
@@ -380,8 +443,16 @@ async fn a_restart_does_not_rerun_completed_steps_and_rechecks_interrupted_ones(
     let (a_runs, b_runs, b_checks) = (a.runs.clone(), b.runs.clone(), b.checks.clone());
     let (end, doc) = harness.run(vec![Arc::new(a), Arc::new(b)]).await;
     assert_eq!(end, EngineEnd::Ready);
-    assert_eq!(a_runs.load(Ordering::SeqCst), 0, "a completed step ran again");
-    assert_eq!(b_checks.load(Ordering::SeqCst), 1, "the interrupted step was not re-checked");
+    assert_eq!(
+        a_runs.load(Ordering::SeqCst),
+        0,
+        "a completed step ran again"
+    );
+    assert_eq!(
+        b_checks.load(Ordering::SeqCst),
+        1,
+        "the interrupted step was not re-checked"
+    );
     assert_eq!(b_runs.load(Ordering::SeqCst), 0);
     assert_eq!(states(&doc)["b"], StepState::AlreadyDone);
 }
@@ -407,7 +478,10 @@ async fn a_failed_step_is_tried_again_by_the_next_run_of_the_agent() {
     assert_eq!(end, EngineEnd::Failed { step: "a".into() });
     let (end, doc) = harness.run(vec![Arc::new(make(fail_once))]).await;
     assert_eq!(end, EngineEnd::Ready);
-    assert_eq!(doc.steps[0].attempts, 2, "attempts count across runs of the agent");
+    assert_eq!(
+        doc.steps[0].attempts, 2,
+        "attempts count across runs of the agent"
+    );
 }
 
 #[tokio::test]
@@ -426,7 +500,11 @@ async fn stopping_leaves_a_running_step_to_be_resumed() {
     });
     let (end, _) = harness.run_until(vec![Arc::new(slow)], stop).await;
     assert_eq!(end, EngineEnd::Stopped);
-    let journal = harness.journal().load().expect("readable").expect("present");
+    let journal = harness
+        .journal()
+        .load()
+        .expect("readable")
+        .expect("present");
     assert_eq!(journal.steps[0].state, StepState::Running);
 }
 
@@ -452,12 +530,29 @@ async fn a_reboot_request_is_journalled_and_resumed_after_the_boot() {
         step
     };
     let (end, doc) = harness
-        .run(vec![Arc::new(installer()), Arc::new(TestStep::new("probe-efa", &["install-efa"], &log))])
+        .run(vec![
+            Arc::new(installer()),
+            Arc::new(TestStep::new("probe-efa", &["install-efa"], &log)),
+        ])
         .await;
-    assert_eq!(end, EngineEnd::Rebooting { step: "install-efa".into() });
-    assert_eq!(doc.state, NodeState::Rebooting { step: "install-efa".into() });
+    assert_eq!(
+        end,
+        EngineEnd::Rebooting {
+            step: "install-efa".into()
+        }
+    );
+    assert_eq!(
+        doc.state,
+        NodeState::Rebooting {
+            step: "install-efa".into()
+        }
+    );
     assert_eq!(runner.calls(), ["systemctl reboot"]);
-    let journal = harness.journal().load().expect("readable").expect("present");
+    let journal = harness
+        .journal()
+        .load()
+        .expect("readable")
+        .expect("present");
     assert_eq!(
         journal.pending_reboot,
         Some(PendingReboot {
@@ -468,9 +563,17 @@ async fn a_reboot_request_is_journalled_and_resumed_after_the_boot() {
 
     // Restarted in the same boot: the reboot has not happened, so it is asked for again.
     let (end, _) = harness
-        .run(vec![Arc::new(installer()), Arc::new(TestStep::new("probe-efa", &["install-efa"], &log))])
+        .run(vec![
+            Arc::new(installer()),
+            Arc::new(TestStep::new("probe-efa", &["install-efa"], &log)),
+        ])
         .await;
-    assert_eq!(end, EngineEnd::Rebooting { step: "install-efa".into() });
+    assert_eq!(
+        end,
+        EngineEnd::Rebooting {
+            step: "install-efa".into()
+        }
+    );
     assert_eq!(runner.calls().len(), 2);
 
     // After the boot the step is checked again and the graph goes on.
@@ -478,11 +581,18 @@ async fn a_reboot_request_is_journalled_and_resumed_after_the_boot() {
     let mut done = installer();
     done.done_on_check = true;
     let (end, doc) = harness
-        .run(vec![Arc::new(done), Arc::new(TestStep::new("probe-efa", &["install-efa"], &log))])
+        .run(vec![
+            Arc::new(done),
+            Arc::new(TestStep::new("probe-efa", &["install-efa"], &log)),
+        ])
         .await;
     assert_eq!(end, EngineEnd::Ready);
     assert_eq!(states(&doc)["install-efa"], StepState::AlreadyDone);
-    let journal = harness.journal().load().expect("readable").expect("present");
+    let journal = harness
+        .journal()
+        .load()
+        .expect("readable")
+        .expect("present");
     assert_eq!(journal.pending_reboot, None);
 }
 
@@ -504,10 +614,26 @@ async fn with_reboots_refused_the_step_fails_with_the_reason() {
             Arc::new(TestStep::new("probe-efa", &["install-efa"], &log)),
         ])
         .await;
-    assert_eq!(end, EngineEnd::Failed { step: "install-efa".into() });
+    assert_eq!(
+        end,
+        EngineEnd::Failed {
+            step: "install-efa".into()
+        }
+    );
     let states = states(&doc);
-    assert_eq!(states["probe-efa"], StepState::Blocked { by: "install-efa".into() });
-    assert!(doc.steps[0].error.as_deref().unwrap_or_default().contains("on_reboot"));
+    assert_eq!(
+        states["probe-efa"],
+        StepState::Blocked {
+            by: "install-efa".into()
+        }
+    );
+    assert!(
+        doc.steps[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("on_reboot")
+    );
 }
 
 #[tokio::test]
@@ -520,7 +646,10 @@ async fn work_a_reboot_undoes_is_done_again_in_the_next_boot() {
     let graph = |log: &Arc<Mutex<Vec<String>>>| -> Vec<Arc<dyn Step>> {
         let mut start = TestStep::new("start-ray", &["install-ray"], log);
         start.per_boot = true;
-        vec![Arc::new(TestStep::new("install-ray", &[], log)), Arc::new(start)]
+        vec![
+            Arc::new(TestStep::new("install-ray", &[], log)),
+            Arc::new(start),
+        ]
     };
     assert_eq!(harness.run(graph(&log)).await.0, EngineEnd::Ready);
     // A restart of the agent in the same boot changes nothing.

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use rayefa_wire::Ec2Facts;
 use serde_json::Value;
 
-use super::log::StepLog;
 use super::lock::PackageLock;
+use super::log::StepLog;
 use super::report::StepReporter;
 use crate::config::Settings;
 use crate::facts::Ec2Lookup;
@@ -148,6 +148,21 @@ impl StepError {
     }
 }
 
+/// How much of a command line the step log shows; an inline script is summarised.
+const COMMAND_LINE_IN_LOG: usize = 240;
+
+/// `text`, or its first `max` bytes and how much was left out.
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &text[..end], text.len() - end)
+}
+
 /// The last `max` bytes of `text`, cut at a character boundary.
 pub(crate) fn tail_of(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -186,7 +201,10 @@ impl StepContext {
                 .collect(),
             ..spec
         };
-        self.log.note(&format!("$ {spec}"));
+        self.log.note(&format!(
+            "$ {}",
+            shorten(&spec.to_string(), COMMAND_LINE_IN_LOG)
+        ));
         self.runner
             .run(&spec, &self.log)
             .await

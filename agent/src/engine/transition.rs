@@ -35,7 +35,11 @@ pub(crate) trait Transitions {
     fn resume(&mut self);
 }
 
-fn guard(step: &StepStatus, allowed: fn(&StepState) -> bool, to: &'static str) -> Result<(), IllegalTransition> {
+fn guard(
+    step: &StepStatus,
+    allowed: fn(&StepState) -> bool,
+    to: &'static str,
+) -> Result<(), IllegalTransition> {
     if allowed(&step.state) {
         Ok(())
     } else {
@@ -159,12 +163,18 @@ mod tests {
     fn a_pending_step_cannot_succeed_without_running() {
         let mut step = pending_step();
         let err = step.succeed(None).expect_err("illegal");
-        assert_eq!(err.to_string(), "step `s` cannot go from pending to succeeded");
+        assert_eq!(
+            err.to_string(),
+            "step `s` cannot go from pending to succeeded"
+        );
         step.start().expect("start");
         step.begin_attempt().expect("attempt");
         step.succeed(None).expect("succeed");
         assert_eq!(step.attempts, 1);
-        assert!(step.start().is_err(), "a finished step does not start again");
+        assert!(
+            step.start().is_err(),
+            "a finished step does not start again"
+        );
     }
 
     #[test]

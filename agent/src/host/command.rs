@@ -153,7 +153,9 @@ impl ChildRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
-        self.groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// How many commands are running.
@@ -218,6 +220,8 @@ impl CommandRunner for SystemRunner {
         command
             .args(&spec.args)
             .envs(&spec.env)
+            // Only the agent speaks for the service; a child must not send READY or STATUS.
+            .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -348,7 +352,10 @@ mod tests {
                 .is_err()
         );
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(!marker.exists(), "a grandchild outlived the cancelled command");
+        assert!(
+            !marker.exists(),
+            "a grandchild outlived the cancelled command"
+        );
     }
 
     #[test]

@@ -68,7 +68,10 @@ impl CommandRunner for ScriptedRunner {
             .find(|rule| line.starts_with(&rule.prefix))
             .cloned()
             .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::NotFound, format!("unscripted command `{line}`"))
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("unscripted command `{line}`"),
+                )
             })?;
         sink.write(rule.output.as_bytes());
         Ok(CommandOutcome {

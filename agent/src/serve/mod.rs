@@ -24,7 +24,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serves `board` on `listener` until `stop` is cancelled.
-pub(crate) async fn serve(listener: TcpListener, board: StatusBoard, max_connections: usize, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    board: StatusBoard,
+    max_connections: usize,
+    stop: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {

@@ -17,7 +17,11 @@ pub(super) fn answer<B>(request: &Request<B>, board: &StatusBoard) -> Response<F
     let path = request.uri().path();
     let known = matches!(path, "/healthz" | "/readyz" | "/v1/status" | "/metrics");
     if !known {
-        return respond(StatusCode::NOT_FOUND, TEXT, format!("no such path: {path}\n"));
+        return respond(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            format!("no such path: {path}\n"),
+        );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = respond(
@@ -34,7 +38,11 @@ pub(super) fn answer<B>(request: &Request<B>, board: &StatusBoard) -> Response<F
         "/healthz" => respond(StatusCode::OK, TEXT, "ok\n".to_owned()),
         "/readyz" => readiness(&board.snapshot()),
         "/v1/status" => json(StatusCode::OK, &board.snapshot()),
-        _ => respond(StatusCode::OK, PROMETHEUS, render_metrics(&board.snapshot())),
+        _ => respond(
+            StatusCode::OK,
+            PROMETHEUS,
+            render_metrics(&board.snapshot()),
+        ),
     };
     if request.method() == Method::HEAD {
         let (parts, _) = response.into_parts();

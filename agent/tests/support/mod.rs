@@ -91,7 +91,11 @@ impl Node {
     }
 
     /// Waits until `predicate` holds for the status document.
-    pub fn wait_status(&self, deadline: Duration, predicate: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_status(
+        &self,
+        deadline: Duration,
+        predicate: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             if let Ok((200, body)) = get(self.address, "/v1/status") {
@@ -99,9 +103,17 @@ impl Node {
                 if predicate(&doc) {
                     return doc;
                 }
-                assert!(start.elapsed() < deadline, "status never matched; last: {doc:#}\nlog:\n{}", self.log());
+                assert!(
+                    start.elapsed() < deadline,
+                    "status never matched; last: {doc:#}\nlog:\n{}",
+                    self.log()
+                );
             } else {
-                assert!(start.elapsed() < deadline, "no status answer; log:\n{}", self.log());
+                assert!(
+                    start.elapsed() < deadline,
+                    "no status answer; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -137,7 +149,10 @@ pub fn request(address: SocketAddr, raw: &[u8]) -> std::io::Result<(u16, String)
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 

@@ -166,6 +166,9 @@ async fn no_efa_device_fails_when_efa_is_required() {
     );
     let report = report(&s);
     assert!(report.pci_devices.is_empty() && !report.module_loaded);
+    // libfabric's -61 follows from the missing device and is not reported as a second cause.
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.probe.is_some_and(|p| p.outcome.exit_code() == 1));
 }
 
 #[tokio::test]

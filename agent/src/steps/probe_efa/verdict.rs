@@ -160,12 +160,14 @@ fn fabric_problem(
             // A missing symbol stays missing; a failing call may not fail again.
             retryable: code.is_some(),
         }),
+        // Without an EFA device libfabric cannot list one; the hardware problem says why.
+        ProbeOutcome::NoProvider { .. } if pci_found == 0 => None,
         ProbeOutcome::NoProvider { message } => Some(Problem {
             text: format!(
                 "provider efa absent from {library} ({message}): it is not the EFA installer's \
                  libfabric, or no EFA device is usable yet"
             ),
-            retryable: pci_found > 0,
+            retryable: true,
         }),
         ProbeOutcome::Found => {
             let with_rdm = devices.iter().filter(|d| d.rdm > 0).count();
