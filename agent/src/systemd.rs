@@ -3,22 +3,62 @@
 
 use rayefa_wire::{NodeState, StatusDocument, StepState};
 use sd_notify::NotifyState;
+use std::sync::{Mutex, OnceLock, mpsc};
+
 use tokio::sync::watch;
+
+/// A message for systemd.
+enum Note {
+    Ready,
+    Stopping,
+    Status(String),
+}
+
+/// The messages go through one thread of their own: sending to the notification socket blocks
+/// when the service manager is slow to read it, and that must never stall the runtime that
+/// serves status and stops the agent.
+fn send(note: Note) {
+    static NOTIFIER: OnceLock<Option<Mutex<mpsc::Sender<Note>>>> = OnceLock::new();
+    let notifier = NOTIFIER.get_or_init(|| {
+        std::env::var_os("NOTIFY_SOCKET")?;
+        let (tx, rx) = mpsc::channel::<Note>();
+        let spawned = std::thread::Builder::new()
+            .name("sd-notify".to_owned())
+            .spawn(move || {
+                for note in rx {
+                    let result = match &note {
+                        Note::Ready => sd_notify::notify(false, &[NotifyState::Ready]),
+                        Note::Stopping => sd_notify::notify(false, &[NotifyState::Stopping]),
+                        Note::Status(line) => {
+                            sd_notify::notify(false, &[NotifyState::Status(line)])
+                        }
+                    };
+                    if let Err(err) = result {
+                        tracing::warn!("cannot notify systemd: {err}");
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Mutex::new(tx)),
+            Err(err) => {
+                tracing::warn!("cannot start the systemd notifier: {err}");
+                None
+            }
+        }
+    });
+    if let Some(tx) = notifier {
+        let _ = tx.lock().unwrap_or_else(|p| p.into_inner()).send(note);
+    }
+}
 
 /// The daemon is configured and its listener is bound.
 pub(crate) fn ready() {
-    notify(&[NotifyState::Ready]);
+    send(Note::Ready);
 }
 
 /// The daemon is stopping.
 pub(crate) fn stopping() {
-    notify(&[NotifyState::Stopping]);
-}
-
-fn notify(states: &[NotifyState<'_>]) {
-    if let Err(err) = sd_notify::notify(false, states) {
-        tracing::warn!("cannot notify systemd: {err}");
-    }
+    send(Note::Stopping);
 }
 
 /// Sends a `STATUS=` line whenever the text it would say changes, until the board goes away.
@@ -27,7 +67,7 @@ pub(crate) async fn forward_status(mut updates: watch::Receiver<StatusDocument>)
     loop {
         let line = status_line(&updates.borrow_and_update());
         if line != last {
-            notify(&[NotifyState::Status(&line)]);
+            send(Note::Status(line.clone()));
             last = line;
         }
         if updates.changed().await.is_err() {

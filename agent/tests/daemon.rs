@@ -278,3 +278,30 @@ fn a_corrupt_journal_is_set_aside_and_reported() {
     kill(&mut agent, SIGTERM);
     wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
 }
+
+#[test]
+fn a_service_manager_that_stops_reading_notifications_cannot_stall_the_agent() {
+    // Many setup commands make many STATUS= lines: more than a socket nobody reads can queue.
+    let setup: Vec<String> = (0..60).map(|i| format!("\"echo {i}\"")).collect();
+    let node = Node::new(&format!(
+        "[commands]\nsetup = [{}]\nstart = [\"true\"]\n",
+        setup.join(", ")
+    ));
+    let socket_path = node.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    let mut agent = node
+        .command(&["run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agent starts");
+    let (code, body) = node.wait_ready(Duration::from_secs(20));
+    assert_eq!(code, 200, "{body}");
+    let mut first = [0u8; 64];
+    let read = socket.recv(&mut first).expect("the first notification");
+    assert_eq!(&first[..read], b"READY=1\n");
+    kill(&mut agent, SIGTERM);
+    let exit = wait_exit(&mut agent, Duration::from_secs(10)).expect("exits on SIGTERM");
+    assert_eq!(exit.code(), Some(0));
+}
