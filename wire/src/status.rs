@@ -178,6 +178,23 @@ pub struct StepStatus {
 }
 
 impl StepStatus {
+    /// A step that has not started.
+    pub fn pending(name: impl Into<String>, depends_on: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            state: StepState::Pending,
+            depends_on,
+            activity: None,
+            started_at_ms: None,
+            finished_at_ms: None,
+            attempts: 0,
+            exit_code: None,
+            error: None,
+            output_tail: String::new(),
+            detail: None,
+        }
+    }
+
     /// How long the latest attempt took, or has taken so far given `now_ms`.
     pub fn elapsed_ms(&self, now_ms: u64) -> Option<u64> {
         let start = self.started_at_ms?;
@@ -261,19 +278,10 @@ mod tests {
     #[test]
     fn step_state_is_flattened_into_the_step() {
         let step = StepStatus {
-            name: "grow-root".into(),
             state: StepState::Skipped {
                 reason: "turned off".into(),
             },
-            depends_on: vec![],
-            activity: None,
-            started_at_ms: None,
-            finished_at_ms: None,
-            attempts: 0,
-            exit_code: None,
-            error: None,
-            output_tail: String::new(),
-            detail: None,
+            ..StepStatus::pending("grow-root", vec![])
         };
         let json = serde_json::to_value(&step).expect("serialises");
         assert_eq!(json["state"], "skipped");

@@ -142,17 +142,13 @@ mod tests {
 
     fn record(name: &str, state: StepState) -> StepStatus {
         StepStatus {
-            name: name.into(),
             state,
-            depends_on: vec![],
-            activity: None,
             started_at_ms: Some(1),
             finished_at_ms: Some(2),
             attempts: 1,
             exit_code: Some(0),
-            error: None,
             output_tail: "ok\n".into(),
-            detail: None,
+            ..StepStatus::pending(name, vec![])
         }
     }
 

@@ -128,19 +128,7 @@ impl Engine {
                         }
                         record
                     }
-                    None => StepStatus {
-                        name: step.name().to_owned(),
-                        state: StepState::Pending,
-                        depends_on,
-                        activity: None,
-                        started_at_ms: None,
-                        finished_at_ms: None,
-                        attempts: 0,
-                        exit_code: None,
-                        error: None,
-                        output_tail: String::new(),
-                        detail: None,
-                    },
+                    None => StepStatus::pending(step.name(), depends_on),
                 }
             })
             .collect()

@@ -144,19 +144,7 @@ mod tests {
     use super::*;
 
     fn pending_step() -> StepStatus {
-        StepStatus {
-            name: "s".into(),
-            state: StepState::Pending,
-            depends_on: vec![],
-            activity: None,
-            started_at_ms: None,
-            finished_at_ms: None,
-            attempts: 0,
-            exit_code: None,
-            error: None,
-            output_tail: String::new(),
-            detail: None,
-        }
+        StepStatus::pending("s", vec![])
     }
 
     #[test]

@@ -57,17 +57,9 @@ pub(crate) fn context(
         facts: NodeFacts::default(),
         state: NodeState::Bootstrapping,
         steps: vec![StepStatus {
-            name: name.to_owned(),
             state: StepState::Running,
-            depends_on: Vec::new(),
-            activity: None,
-            started_at_ms: None,
-            finished_at_ms: None,
             attempts: 1,
-            exit_code: None,
-            error: None,
-            output_tail: String::new(),
-            detail: None,
+            ..StepStatus::pending(name, Vec::new())
         }],
         warnings: Vec::new(),
         generated_at_ms: 0,
