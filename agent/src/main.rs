@@ -8,6 +8,7 @@ mod fabric;
 mod facts;
 mod host;
 mod logging;
+mod publish_tags;
 mod serve;
 mod steps;
 mod systemd;

@@ -64,6 +64,12 @@ pub struct AgentSection {
     pub stop_grace_secs: Option<u64>,
     /// The most connections the status server holds open at once.
     pub max_connections: Option<usize>,
+    /// Whether to publish the node's state as tags on its own EC2 instance (default: yes when
+    /// the metadata service names an instance); `false` turns it off.
+    pub publish_tags: Option<bool>,
+    /// The EC2 API endpoint for those tags (default `AWS_ENDPOINT_URL_EC2`, then
+    /// `AWS_ENDPOINT_URL`, then the region's public endpoint).
+    pub ec2_endpoint: Option<String>,
 }
 
 /// `[steps]`: one table per step, by the step's name.

@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::engine::{Engine, EngineEnd, Journal, JournalError, StatusBoard};
 use crate::facts::{Ec2Lookup, local_facts};
 use crate::host::{ChildRegistry, HostRoot, SystemRunner};
-use crate::{logging, serve, steps, systemd};
+use crate::{logging, publish_tags, serve, steps, systemd};
 
 pub(crate) fn run(global: &Global) -> CommandResult {
     logging::init(global.verbose);
@@ -97,6 +97,16 @@ async fn daemon(root: HostRoot, settings: Settings) -> CommandResult {
     } else {
         Ec2Lookup::known(None)
     };
+    if settings.agent.publish_tags {
+        tokio::spawn(publish_tags::run(
+            publish_tags::PublishConfig::new(
+                settings.agent.imds_endpoint.clone(),
+                settings.agent.ec2_endpoint.clone(),
+            ),
+            ec2.clone(),
+            board.subscribe(),
+        ));
+    }
 
     let children = ChildRegistry::default();
     let engine = Engine {

@@ -220,6 +220,8 @@ pub(crate) fn merge(base: AgentConfigFile, over: AgentConfigFile) -> AgentConfig
             imds_endpoint: o.imds_endpoint.or(b.imds_endpoint),
             stop_grace_secs: o.stop_grace_secs.or(b.stop_grace_secs),
             max_connections: o.max_connections.or(b.max_connections),
+            publish_tags: o.publish_tags.or(b.publish_tags),
+            ec2_endpoint: o.ec2_endpoint.or(b.ec2_endpoint),
         }),
         environment: merge_maps(base.environment, over.environment),
         steps: merge_opt(base.steps, over.steps, |b, o| StepsSection {

@@ -61,6 +61,10 @@ pub(crate) struct AgentSettings {
     pub(crate) imds_endpoint: String,
     pub(crate) stop_grace: Duration,
     pub(crate) max_connections: usize,
+    /// Publish the node's state as EC2 tags when the metadata service names an instance.
+    pub(crate) publish_tags: bool,
+    /// The EC2 API endpoint override; `None` means the region's public endpoint.
+    pub(crate) ec2_endpoint: Option<String>,
 }
 
 /// How the engine treats one step.

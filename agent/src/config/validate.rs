@@ -129,6 +129,11 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
         .imds_endpoint
         .or_else(|| std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").ok())
         .unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.to_owned());
+    let ec2_endpoint = agent
+        .ec2_endpoint
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_EC2").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .filter(|e| !e.trim().is_empty());
 
     let environment = merged.environment.unwrap_or_default();
     if let Some(bad) = environment.keys().find(|k| !is_env_name(k)) {
@@ -197,6 +202,8 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
             imds_endpoint,
             stop_grace: Duration::from_secs(agent.stop_grace_secs.unwrap_or(10)),
             max_connections,
+            publish_tags: agent.publish_tags.unwrap_or(true),
+            ec2_endpoint,
         },
         environment,
         steps: policies,
