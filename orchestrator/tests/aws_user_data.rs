@@ -215,7 +215,7 @@ fn the_seed_workers_user_data_installs_configures_and_starts_the_agent() {
     assert!(calls[0].starts_with("dnf install -y "), "{calls:?}");
     assert!(calls[0].ends_with("/rayefa-agent.rpm"), "{calls:?}");
     assert_eq!(calls[1], "systemctl enable rayefa-agent.service");
-    assert_eq!(calls[2], "systemctl start --no-block rayefa-agent.service");
+    assert_eq!(calls[2], "systemctl restart --no-block rayefa-agent.service");
 
     let config: AgentConfigFile =
         toml::from_str(&node.agent_toml().expect("agent.toml written")).expect("valid TOML");
@@ -333,7 +333,7 @@ fn without_a_package_the_agent_must_be_on_the_image() {
         node.calls(),
         [
             "systemctl enable rayefa-agent.service",
-            "systemctl start --no-block rayefa-agent.service"
+            "systemctl restart --no-block rayefa-agent.service"
         ]
     );
     assert!(node.agent_toml().is_some());

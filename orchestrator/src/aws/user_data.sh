@@ -43,6 +43,7 @@ mv "$root/etc/rayefa/agent.toml.new" "$root/etc/rayefa/agent.toml"
 say "wrote /etc/rayefa/agent.toml"
 systemctl enable rayefa-agent.service
 # --no-block: this script runs inside cloud-final.service; waiting for a unit ordered after
-# it would wait forever.
-systemctl start --no-block rayefa-agent.service
+# it would wait forever. restart, not start: an agent already running (an image with the
+# package and an older configuration) must pick up the configuration just written.
+systemctl restart --no-block rayefa-agent.service
 say "rayefa-agent started; follow it with: systemctl status rayefa-agent"
