@@ -215,7 +215,10 @@ fn the_seed_workers_user_data_installs_configures_and_starts_the_agent() {
     assert!(calls[0].starts_with("dnf install -y "), "{calls:?}");
     assert!(calls[0].ends_with("/rayefa-agent.rpm"), "{calls:?}");
     assert_eq!(calls[1], "systemctl enable rayefa-agent.service");
-    assert_eq!(calls[2], "systemctl restart --no-block rayefa-agent.service");
+    assert_eq!(
+        calls[2],
+        "systemctl restart --no-block rayefa-agent.service"
+    );
 
     let config: AgentConfigFile =
         toml::from_str(&node.agent_toml().expect("agent.toml written")).expect("valid TOML");

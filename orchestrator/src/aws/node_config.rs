@@ -89,56 +89,39 @@ impl NodeConfig {
     /// Every subnet the node type may launch in: `SubnetId`, Ray's `SubnetIds`, and the
     /// subnets of its network interfaces, without repeats.
     pub(crate) fn subnets(&self) -> Vec<String> {
-        let mut subnets: Vec<String> = Vec::new();
-        let candidates = self
-            .input
-            .get_subnet_id()
-            .iter()
-            .chain(self.subnet_ids.iter())
-            .chain(
-                self.network_interfaces()
-                    .iter()
-                    .filter_map(|ni| ni.subnet_id.as_ref()),
-            );
-        for subnet in candidates {
-            if !subnets.contains(subnet) {
-                subnets.push(subnet.clone());
-            }
-        }
-        subnets
+        distinct(
+            self.input
+                .get_subnet_id()
+                .iter()
+                .chain(self.subnet_ids.iter())
+                .chain(
+                    self.network_interfaces()
+                        .iter()
+                        .filter_map(|ni| ni.subnet_id.as_ref()),
+                ),
+        )
     }
 
     /// Every security group the node type's instances get: `SecurityGroupIds` and the groups
     /// of its network interfaces, without repeats.
     pub(crate) fn security_groups(&self) -> Vec<String> {
-        let mut groups: Vec<String> = Vec::new();
-        let candidates = self
-            .input
-            .get_security_group_ids()
-            .iter()
-            .flatten()
-            .chain(self.network_interfaces().iter().flat_map(|ni| ni.groups()));
-        for group in candidates {
-            if !groups.contains(group) {
-                groups.push(group.clone());
-            }
-        }
-        groups
+        distinct(
+            self.input
+                .get_security_group_ids()
+                .iter()
+                .flatten()
+                .chain(self.network_interfaces().iter().flat_map(|ni| ni.groups())),
+        )
     }
 
     /// The security groups of the EFA interfaces, which need the self-referencing rules.
     pub(crate) fn efa_security_groups(&self) -> Vec<String> {
-        let mut groups: Vec<String> = Vec::new();
-        for ni in self.network_interfaces() {
-            if matches!(ni.interface_type(), Some("efa" | "efa-only")) {
-                for group in ni.groups() {
-                    if !groups.contains(group) {
-                        groups.push(group.clone());
-                    }
-                }
-            }
-        }
-        groups
+        distinct(
+            self.network_interfaces()
+                .iter()
+                .filter(|ni| matches!(ni.interface_type(), Some("efa" | "efa-only")))
+                .flat_map(|ni| ni.groups()),
+        )
     }
 
     /// `Placement.GroupName`.
@@ -569,6 +552,17 @@ fn network_interface(n: &mut Fields<'_>) -> Result<InstanceNetworkInterfaceSpeci
         )?)
         .set_ena_queue_count(n.int("EnaQueueCount")?)
         .build())
+}
+
+/// The items in their first-seen order, each once.
+fn distinct<'a>(items: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for item in items {
+        if !seen.contains(item) {
+            seen.push(item.clone());
+        }
+    }
+    seen
 }
 
 #[cfg(test)]
