@@ -105,7 +105,7 @@ fn the_seed_guide_from_env_to_down_with_real_agents() {
             node.calls,
             [
                 "systemctl enable rayefa-agent.service",
-                "systemctl start --no-block rayefa-agent.service"
+                "systemctl restart --no-block rayefa-agent.service"
             ]
         );
         assert!(node.address.starts_with("127.0.1."), "{node:#?}");
