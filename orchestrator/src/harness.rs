@@ -2,3 +2,4 @@
 //! points into code that is otherwise `pub(crate)`. Not an API: nothing outside this
 //! repository should depend on it.
 #![doc(hidden)]
+pub mod fuzz;

@@ -3,7 +3,7 @@
 mod cluster_commands;
 mod efa_presence;
 mod grow_root;
-mod install_efa;
+pub(crate) mod install_efa;
 mod install_ray;
 mod probe_efa;
 mod setup_commands;

@@ -23,6 +23,27 @@ pub(crate) enum PollError {
     /// The agent speaks a newer status document than this orchestrator knows.
     #[error("status document version {0} is newer than this rayefa understands ({API_VERSION})")]
     NewerApi(u32),
+    /// The body is larger than any status document an agent writes.
+    #[error("the answer is larger than {0} bytes, too large for a status document")]
+    TooLarge(usize),
+}
+
+/// The largest status body read. An agent's document is a few tens of KiB (each step's output
+/// tail is capped at 4 KiB); whatever answers at a node's address is not trusted to be an
+/// agent, and must not make the orchestrator buffer without end.
+pub(crate) const MAX_STATUS_BYTES: usize = 1 << 20;
+
+/// Decodes a `/v1/status` body: a status document of a version this orchestrator knows.
+pub(crate) fn decode_status(body: &[u8]) -> Result<StatusDocument, PollError> {
+    if body.len() > MAX_STATUS_BYTES {
+        return Err(PollError::TooLarge(MAX_STATUS_BYTES));
+    }
+    let document: StatusDocument =
+        serde_json::from_slice(body).map_err(|e| PollError::Decode(e.to_string()))?;
+    if document.api > API_VERSION {
+        return Err(PollError::NewerApi(document.api));
+    }
+    Ok(document)
 }
 
 /// One HTTP client shared by every request, so that connections are reused across rounds.
@@ -58,13 +79,26 @@ impl AgentClient {
         if !response.status().is_success() {
             return Err(PollError::Status(response.status().as_u16()));
         }
-        let body = response.bytes().await.map_err(|e| self.classify(&e))?;
-        let document: StatusDocument =
-            serde_json::from_slice(&body).map_err(|e| PollError::Decode(e.to_string()))?;
-        if document.api > API_VERSION {
-            return Err(PollError::NewerApi(document.api));
+        let body = self.bounded_body(response).await?;
+        decode_status(&body)
+    }
+
+    /// The response body, refused as soon as it is known to exceed [`MAX_STATUS_BYTES`]: by
+    /// its `Content-Length`, or while it streams in without one.
+    async fn bounded_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, PollError> {
+        if let Some(length) = response.content_length()
+            && length > MAX_STATUS_BYTES as u64
+        {
+            return Err(PollError::TooLarge(MAX_STATUS_BYTES));
         }
-        Ok(document)
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(&e))? {
+            if body.len() + chunk.len() > MAX_STATUS_BYTES {
+                return Err(PollError::TooLarge(MAX_STATUS_BYTES));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// `GET /healthz`: the agent is up and serving.

@@ -91,13 +91,18 @@ impl World {
     /// The account with the private subnet `subnet_cidr` (inside 127.0.0.0/16), and without
     /// what `omit` says.
     pub fn build(subnet_cidr: &str, omit: Omit) -> World {
+        World::build_in("127.0.0.0/16", subnet_cidr, omit)
+    }
+
+    /// The account with the VPC `vpc_cidr` and its private subnet `subnet_cidr`.
+    pub fn build_in(vpc_cidr: &str, subnet_cidr: &str, omit: Omit) -> World {
         let moto = Moto::start();
         let proxy = Ec2Proxy::start(&moto.endpoint());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("test runtime");
-        let seeded = runtime.block_on(seed_account(&moto.endpoint(), subnet_cidr, omit));
+        let seeded = runtime.block_on(seed_account(&moto.endpoint(), vpc_cidr, subnet_cidr, omit));
         let dir = tempfile::tempdir().expect("scratch directory");
         // Empty AWS files, so that nothing of the machine's own AWS setup takes part.
         for name in ["aws-config", "aws-credentials"] {
@@ -303,12 +308,12 @@ fn name_tag(resource: ResourceType, name: &str) -> TagSpecification {
         .build()
 }
 
-async fn seed_account(endpoint: &str, subnet_cidr: &str, omit: Omit) -> Seeded {
+async fn seed_account(endpoint: &str, vpc_cidr: &str, subnet_cidr: &str, omit: Omit) -> Seeded {
     let config = sdk_config(endpoint).await;
     let ec2 = aws_sdk_ec2::Client::new(&config);
     let vpc_id = ec2
         .create_vpc()
-        .cidr_block("127.0.0.0/16")
+        .cidr_block(vpc_cidr)
         .tag_specifications(name_tag(ResourceType::Vpc, "RayVPC"))
         .send()
         .await

@@ -10,7 +10,7 @@
 mod download;
 mod extract;
 mod installer;
-mod manifest;
+pub(crate) mod manifest;
 mod verify;
 
 #[cfg(test)]

@@ -1,0 +1,26 @@
+//! The orchestrator's decoder of `/v1/status` answers, the one input it takes from the
+//! network, on any bytes, with the size limit it enforces.
+//!
+//! Properties: nothing panics; a body over the limit is refused whatever it holds (checked by
+//! padding inputs that start with `{` past the limit with whitespace, which keeps JSON valid).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rayefa_orchestrator::harness::fuzz::{MAX_STATUS_BYTES, decode_status_body};
+
+fuzz_target!(|data: &[u8]| {
+    let decoded = decode_status_body(data);
+    if data.first() == Some(&b'{') && data.len() % 16 == 0 {
+        let mut padded = data.to_vec();
+        padded.resize(MAX_STATUS_BYTES + 1, b' ');
+        let oversized = decode_status_body(&padded);
+        assert!(
+            oversized.as_ref().is_err_and(|e| e.contains("too large")),
+            "a body over the limit was not refused as too large: {oversized:?}"
+        );
+    }
+    if let Err(message) = decoded {
+        assert!(message.len() < 1024, "an unbounded error message: {message}");
+    }
+});

@@ -1,0 +1,871 @@
+//! The fleet: a simulated VPC of real systemd nodes. moto (through the project's proxy) holds a
+//! VPC `169.254.0.0/16` with the subnet `169.254.100.0/24`; a host bridge sits at
+//! `169.254.100.1/24`. For every instance `rayefa up` launches, a container boots with systemd
+//! as PID 1 at the instance's private address, and cloud-init runs the instance's real user data
+//! from the NoCloud seed: it downloads the real .deb from the host, checks its SHA-256,
+//! installs it with apt, writes the configuration and starts the real unit. The agents ask a
+//! metadata stand-in on the bridge about their instance, run their steps, and `rayefa up` polls
+//! them over the bridge.
+//!
+//! Run by `tests/fleet/run` (root, systemd-nspawn, the rootfs it builds, the packages
+//! `packaging/build` makes); it sets `RAYEFA_FLEET_ROOTFS` and `RAYEFA_FLEET_PACKAGES`.
+//! The tests share the bridge and fixed ports: run them with `--test-threads=1`.
+
+#[allow(dead_code)]
+mod support {
+    pub mod aws_proxy;
+    pub mod aws_world;
+    pub mod fleet_services;
+    pub mod imds;
+    pub mod moto;
+    pub mod nspawn_fleet;
+    pub mod test_efa_installer;
+}
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::aws_world::{Omit, Run, World};
+use support::fleet_services::{FileServer, PypiProxy};
+use support::imds::Imds;
+use support::nspawn_fleet::{
+    Bridge, HOST_ADDRESS, Image, Node, NspawnFleet, Power, leftovers, wait_for,
+};
+use support::test_efa_installer::{TestEfaInstaller, sha256_of};
+
+/// Every step, in the agent's order.
+const STEPS: [&str; 6] = [
+    "grow-root",
+    "install-efa",
+    "probe-efa",
+    "install-ray",
+    "setup-commands",
+    "start-ray",
+];
+/// The agents' status port (the default).
+const AGENT_PORT: u16 = 8700;
+/// The host's file server on the bridge.
+const FILES_PORT: u16 = 8776;
+/// The host's PyPI proxy on the bridge.
+const PYPI_PORT: u16 = 8777;
+/// Plain Ray (no dashboard extras), pinned so that every run installs the same thing.
+const RAY_REQUIREMENT: &str = "ray==2.60.0";
+/// Where every node sees the one shared pip cache.
+const NODE_PIP_CACHE: &str = "/var/cache/rayefa-fleet-pip";
+
+/// A folder named by an environment variable the run script sets.
+fn env_dir(name: &str, what: &str) -> PathBuf {
+    let path = std::env::var_os(name)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("{name} is not set: it names {what}; run the suite with tests/fleet/run")
+        });
+    assert!(
+        path.is_dir(),
+        "{name}={} is not a folder ({what})",
+        path.display()
+    );
+    path
+}
+
+/// The metadata stand-in's port, as the image's drop-in for rayefa-agent.service has it.
+fn imds_port(rootfs: &Path) -> u16 {
+    let drop_in = rootfs.join("etc/systemd/system/rayefa-agent.service.d/50-fleet-metadata.conf");
+    let text = std::fs::read_to_string(&drop_in)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", drop_in.display()));
+    let prefix = format!("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{HOST_ADDRESS}:");
+    text.lines()
+        .find_map(|l| l.strip_prefix("Environment=")?.strip_prefix(&prefix))
+        .and_then(|port| port.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{} names no endpoint on {HOST_ADDRESS}", drop_in.display()))
+}
+
+/// The agent's .deb from `packaging/build --out DIR`, and its SHA-256 from `DIR/SHA256SUMS`.
+fn agent_deb(packages: &Path) -> (PathBuf, String) {
+    let sums = std::fs::read_to_string(packages.join("SHA256SUMS"))
+        .unwrap_or_else(|e| panic!("{}/SHA256SUMS: {e}", packages.display()));
+    let (sum, name) = sums
+        .lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(_, name)| name.trim().trim_start_matches('*').ends_with(".deb"))
+        .unwrap_or_else(|| panic!("no .deb in {}/SHA256SUMS:\n{sums}", packages.display()));
+    let deb = packages.join(name.trim().trim_start_matches('*'));
+    assert_eq!(
+        sha256_of(&deb),
+        sum,
+        "{} does not match SHA256SUMS",
+        deb.display()
+    );
+    (deb, sum.to_owned())
+}
+
+/// Which variant of the cluster a test launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// Head and two workers without EFA interfaces; no Ray install (install-ray and start-ray
+    /// off), a setup command that leaves a mark.
+    Plain,
+    /// Head without EFA, one worker whose node type has an EFA interface.
+    EfaRequired,
+    /// Head and two workers with Ray installed from PyPI and started.
+    RealRay,
+}
+
+/// Everything one test's VPC is made of. Fields drop in order: nodes first, the host's
+/// services, the bridge, and moto last.
+struct Vpc {
+    fleet: NspawnFleet,
+    imds: Imds,
+    files: FileServer,
+    pypi: PypiProxy,
+    _efa: TestEfaInstaller,
+    _bridge: Bridge,
+    cluster_file: PathBuf,
+    world: World,
+}
+
+impl Vpc {
+    fn start(variant: Variant) -> Vpc {
+        let rootfs = env_dir("RAYEFA_FLEET_ROOTFS", "the image tests/fleet/rootfs builds");
+        let packages = env_dir(
+            "RAYEFA_FLEET_PACKAGES",
+            "the output of packaging/build --out",
+        );
+        let before = leftovers();
+        assert!(
+            before.is_empty(),
+            "an earlier run left these behind (tests/fleet/run removes them):\n{before:#?}"
+        );
+
+        let mut world = World::build_in("169.254.0.0/16", "169.254.100.0/24", Omit::default());
+        world.prepared();
+        let bridge = Bridge::create();
+        let on_bridge = |port| SocketAddr::V4(SocketAddrV4::new(HOST_ADDRESS, port));
+
+        let files = FileServer::start(on_bridge(FILES_PORT));
+        let (deb, deb_sha256) = agent_deb(&packages);
+        let deb_url = files.publish(
+            deb.file_name()
+                .and_then(|n| n.to_str())
+                .expect("a .deb name"),
+            deb.clone(),
+        );
+        let efa = TestEfaInstaller::make(&world.dir.path().join("efa"));
+        let installer_name = efa
+            .tarball
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("tarball name")
+            .to_owned();
+        let installer_url = files.publish(&installer_name, efa.tarball.clone());
+        files.publish(&format!("{installer_name}.sig"), efa.signature.clone());
+
+        let pypi = PypiProxy::start(on_bridge(PYPI_PORT));
+        let mut interface_types = BTreeMap::new();
+        interface_types.insert("efa_worker_node".to_owned(), vec!["efa".to_owned()]);
+        let imds = Imds::start(
+            on_bridge(imds_port(&rootfs)),
+            &world.moto.endpoint(),
+            interface_types,
+        );
+
+        let site = world.dir.path().join("site");
+        efa.site_files(&site);
+        let mut binds = Vec::new();
+        if variant == Variant::RealRay {
+            let cache = PathBuf::from("/var/cache/rayefa/fleet-pip");
+            std::fs::create_dir_all(&cache).expect("the shared pip cache");
+            binds.push((cache, NODE_PIP_CACHE.to_owned()));
+        }
+        let fleet = NspawnFleet::start(
+            &world.moto.endpoint(),
+            Image {
+                rootfs,
+                site,
+                binds,
+            },
+        );
+
+        let yaml = cluster_yaml(
+            variant,
+            &deb_url,
+            &deb_sha256,
+            &installer_url,
+            &efa.sha256,
+            &pypi.url(),
+        );
+        let cluster_file = world.write("fleet.yaml", &yaml);
+        world.set_env("CLUSTER_NAME", "fleet");
+        Vpc {
+            fleet,
+            imds,
+            files,
+            pypi,
+            _efa: efa,
+            _bridge: bridge,
+            cluster_file,
+            world,
+        }
+    }
+
+    /// `rayefa ARGS CLUSTER_FILE`.
+    fn rayefa(&self, args: &[&str]) -> Run {
+        self.world.run_on(args, &self.cluster_file)
+    }
+
+    /// `rayefa up`, timed.
+    fn up(&self, timeout: &str) -> (Run, Duration) {
+        let started = Instant::now();
+        let run = self.rayefa(&["up", "--timeout", timeout]);
+        (run, started.elapsed())
+    }
+
+    /// Panics with `message`, `run`'s output and every node's diagnostics unless `ok`.
+    fn check(&self, ok: bool, message: &str, run: Option<&Run>) {
+        if ok {
+            return;
+        }
+        let output = run.map_or(String::new(), |r| {
+            format!(
+                "--- rayefa exit {}\n--- stdout\n{}\n--- stderr\n{}\n",
+                r.code, r.stdout, r.stderr
+            )
+        });
+        panic!(
+            "{message}\n{output}--- file server\n{:#?}\n{}",
+            self.files.served(),
+            self.fleet.diagnostics()
+        );
+    }
+
+    /// The one node of `node_type`, or all of them.
+    fn nodes(&self, node_type: &str, count: usize) -> Vec<Arc<Node>> {
+        let nodes = self.fleet.of_type(node_type);
+        self.check(
+            nodes.len() == count,
+            &format!("expected {count} {node_type} nodes, booted {}", nodes.len()),
+            None,
+        );
+        nodes
+    }
+
+    /// `rayefa down`, then every container stops and moto has no live instance.
+    fn down(&self) {
+        let down = self.rayefa(&["down"]);
+        self.check(down.code == 0, "rayefa down failed", Some(&down));
+        for node in self.fleet.nodes() {
+            wait_for(
+                Duration::from_secs(90),
+                &format!("{} to shut down", node.name),
+                || (node.power() == Power::Off).then_some(()),
+            );
+            assert_eq!(
+                node.exits().last(),
+                Some(&0),
+                "{} did not power off cleanly",
+                node.name
+            );
+        }
+        assert!(
+            self.world.live_instances().is_empty(),
+            "instances left after down"
+        );
+    }
+}
+
+/// Asserts that `up`'s table has a row for `node` with its type, address, `state` and `step`.
+fn assert_table_row(up: &Run, node: &Node, state: &str, step: Option<&str>) {
+    let address = node.address.to_string();
+    let row = up
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!(" {address} ")))
+        .unwrap_or_else(|| panic!("no row for {address} in up's table:\n{}", up.stdout));
+    let cells: Vec<&str> = row
+        .split('│')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert!(
+        cells.contains(&node.node_type.as_str())
+            && cells.contains(&state)
+            && step.is_none_or(|s| cells.contains(&s)),
+        "{}'s row should say {}, {state}, {step:?}: {row}\n{}",
+        node.name,
+        node.node_type,
+        up.stdout
+    );
+}
+
+/// The cluster file of a variant. `${VAR}` are the seed guide's variables the world sets.
+fn cluster_yaml(
+    variant: Variant,
+    deb_url: &str,
+    deb_sha256: &str,
+    installer_url: &str,
+    installer_sha256: &str,
+    pypi_proxy: &str,
+) -> String {
+    let node_config = |group: &str| {
+        format!(
+            "            InstanceType: m5.large\n\
+             \x20           ImageId: ${{X86_AMI_ID}}\n\
+             \x20           SubnetId: ${{PRIV_SUBNET_ID}}\n\
+             \x20           SecurityGroupIds: [\"${{{group}}}\"]\n\
+             \x20           IamInstanceProfile:\n\
+             \x20               Name: ray-instance-profile\n"
+        )
+    };
+    let mut text = format!(
+        "cluster_name: ${{CLUSTER_NAME}}\n\
+         provider:\n\
+         \x20   type: aws\n\
+         \x20   region: ${{AWS_REGION}}\n\
+         \x20   availability_zone: ${{AWS_REGION}}a\n\
+         \x20   use_internal_ips: true\n\
+         \x20   cache_stopped_nodes: false\n\
+         max_workers: 2\n\
+         head_node_type: head_node\n\
+         available_node_types:\n\
+         \x20   head_node:\n\
+         \x20       resources: {{\"CPU\": 1}}\n\
+         \x20       min_workers: 0\n\
+         \x20       max_workers: 0\n\
+         \x20       node_config:\n{}",
+        node_config("HEAD_SG_ID")
+    );
+    if variant == Variant::EfaRequired {
+        text.push_str(
+            "    efa_worker_node:\n\
+             \x20       min_workers: 1\n\
+             \x20       max_workers: 1\n\
+             \x20       node_config:\n\
+             \x20           InstanceType: c5n.18xlarge\n\
+             \x20           ImageId: ${X86_AMI_ID}\n\
+             \x20           NetworkInterfaces:\n\
+             \x20               - DeviceIndex: 0\n\
+             \x20                 InterfaceType: efa\n\
+             \x20                 Groups: [\"${WORKER_SG_ID}\"]\n\
+             \x20                 SubnetId: ${PRIV_SUBNET_ID}\n\
+             \x20           Placement:\n\
+             \x20               GroupName: ray-placement-group\n\
+             \x20           IamInstanceProfile:\n\
+             \x20               Name: ray-instance-profile\n",
+        );
+    } else {
+        text.push_str(&format!(
+            "    worker_node:\n\
+             \x20       resources: {{\"CPU\": 1}}\n\
+             \x20       min_workers: 2\n\
+             \x20       max_workers: 2\n\
+             \x20       node_config:\n{}",
+            node_config("WORKER_SG_ID")
+        ));
+    }
+    // A mark per node that the setup commands ran, and how often.
+    text.push_str(
+        "setup_commands:\n\
+         \x20   - echo \"setup on $(hostname)\" >> /var/tmp/fleet-setup-ran\n",
+    );
+    if variant == Variant::RealRay {
+        // The sandbox's hard NOFILE limit is below Ray's `ulimit -n 65536`; the unit's
+        // LimitNOFILE already gives Ray its soft limit. Small object stores and one CPU each:
+        // three nodes share two cores. The nodes have no default route, so Ray cannot find
+        // its address by routing: it is the node's only one.
+        text.push_str(
+            "head_start_ray_commands:\n\
+             \x20   - ray stop\n\
+             \x20   - ray start --head --port=6379 --object-manager-port=8076 --node-ip-address=$(hostname -I | cut -d' ' -f1) --num-cpus=1 --object-store-memory=100000000 --include-dashboard=false --disable-usage-stats\n\
+             worker_start_ray_commands:\n\
+             \x20   - ray stop\n\
+             \x20   - ray start --address=$RAY_HEAD_IP:6379 --object-manager-port=8076 --node-ip-address=$(hostname -I | cut -d' ' -f1) --num-cpus=1 --object-store-memory=100000000 --disable-usage-stats\n",
+        );
+    }
+    let steps = match variant {
+        Variant::RealRay => String::new(),
+        _ => "    steps:\n        install-ray: false\n        start-ray: false\n".to_owned(),
+    };
+    let packages = match variant {
+        Variant::RealRay => format!(
+            "    packages:\n\
+             \x20       python: [\"{RAY_REQUIREMENT}\"]\n\
+             \x20       pip_args: [\"--proxy\", \"{pypi_proxy}\", \"--cache-dir\", \"{NODE_PIP_CACHE}\"]\n\
+             \x20   steps:\n\
+             \x20       install-ray: {{timeout_secs: 1200}}\n"
+        ),
+        _ => String::new(),
+    };
+    text.push_str(&format!(
+        "rayefa:\n\
+         \x20   agent_package:\n\
+         \x20       url: {deb_url}\n\
+         \x20       sha256: {deb_sha256}\n\
+         \x20   efa:\n\
+         \x20       installer_url: {installer_url}\n\
+         \x20       installer_sha256: {installer_sha256}\n\
+         {steps}{packages}\
+         \x20   poll:\n\
+         \x20       interval: 500ms\n"
+    ));
+    text
+}
+
+/// `GET /v1/status` from the host, over the bridge.
+fn status_of(node: &Node) -> serde_json::Value {
+    let addr = SocketAddr::V4(SocketAddrV4::new(node.address, AGENT_PORT));
+    let body = http_get(addr, "/v1/status")
+        .unwrap_or_else(|e| panic!("GET http://{addr}/v1/status: {e}\n{}", node.diagnostics()));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("status of {}: {e}: {body}", node.name))
+}
+
+/// The body of a 200 answer to `GET path`.
+fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_owned());
+    }
+    Ok(body.to_owned())
+}
+
+/// A step's entry in a status document.
+fn step<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {doc:#}"))
+}
+
+/// The node's state (`ready`, `failed`, ...).
+fn state_of(doc: &serde_json::Value) -> String {
+    doc["state"].as_str().unwrap_or_default().to_owned()
+}
+
+/// `journalctl -u rayefa-agent` inside the node (every boot).
+fn agent_journal(node: &Node) -> String {
+    node.exec_ok(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-u",
+        "rayefa-agent",
+    ])
+}
+
+/// How many times each step started an attempt, from the agent's journal.
+fn attempts_in_journal(journal: &str) -> BTreeMap<&'static str, usize> {
+    STEPS
+        .iter()
+        .map(|step| {
+            let marker = format!("{step}: attempt ");
+            (
+                *step,
+                journal.lines().filter(|l| l.contains(&marker)).count(),
+            )
+        })
+        .collect()
+}
+
+/// Each step's (state, started_at_ms).
+fn step_starts(doc: &serde_json::Value) -> BTreeMap<String, (String, serde_json::Value)> {
+    STEPS
+        .iter()
+        .map(|name| {
+            let s = step(doc, name);
+            (
+                (*name).to_owned(),
+                (
+                    s["state"].as_str().unwrap_or_default().to_owned(),
+                    s["started_at_ms"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The agent's main pid inside the node, 0 when it is not running.
+fn main_pid(node: &Node) -> u32 {
+    node.exec_ok(&[
+        "systemctl",
+        "show",
+        "-p",
+        "MainPID",
+        "--value",
+        "rayefa-agent",
+    ])
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
+/// Asserts what every ready node shows inside and from the host: the unit's Status line, a
+/// journal with every step, and a status document that agrees with both.
+fn assert_ready_node(vpc: &Vpc, node: &Node, skipped: &[&str]) {
+    let status = node.exec_text(&["systemctl", "status", "--no-pager", "rayefa-agent"]);
+    vpc.check(
+        status.contains("Active: active (running)") && status.contains("Status: \"ready\""),
+        &format!(
+            "{}: systemctl status does not say active and ready:\n{status}",
+            node.name
+        ),
+        None,
+    );
+    let journal = agent_journal(node);
+    let doc = status_of(node);
+    vpc.check(
+        state_of(&doc) == "ready",
+        &format!("{}: /v1/status is not ready: {doc:#}", node.name),
+        None,
+    );
+    assert_eq!(doc["node"]["node_type"], node.node_type, "{doc:#}");
+    assert_eq!(
+        doc["facts"]["ec2"]["instance_id"],
+        node.instance_id.as_str(),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["facts"]["ec2"]["private_ip"],
+        node.address.to_string(),
+        "{doc:#}"
+    );
+    for name in STEPS {
+        let entry = step(&doc, name);
+        let state = entry["state"].as_str().unwrap_or_default();
+        if skipped.contains(&name) {
+            assert_eq!(state, "skipped", "{}: {name}: {entry:#}", node.name);
+            vpc.check(
+                journal.contains(&format!("{name}: skipped")),
+                &format!(
+                    "{}: the journal does not say {name} was skipped:\n{journal}",
+                    node.name
+                ),
+                None,
+            );
+        } else {
+            assert_eq!(state, "succeeded", "{}: {name}: {entry:#}", node.name);
+            vpc.check(
+                journal.contains(&format!("{name}: attempt 1 of"))
+                    && journal.contains(&format!("{name}: succeeded")),
+                &format!(
+                    "{}: the journal does not show {name} running and succeeding:\n{journal}",
+                    node.name
+                ),
+                None,
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the fleet rootfs; run by tests/fleet/run"]
+fn three_nodes_boot_from_user_data_survive_a_crash_and_a_reboot_and_go_down() {
+    let vpc = Vpc::start(Variant::Plain);
+    let (up, took) = vpc.up("5m");
+    println!(
+        "fleet: `rayefa up` to all-ready, 3 nodes, no Ray install: {:.1} s",
+        took.as_secs_f64()
+    );
+    vpc.check(up.code == 0, "rayefa up did not end all-ready", Some(&up));
+    let head = vpc.nodes("head_node", 1);
+    let workers = vpc.nodes("worker_node", 2);
+    // No EFA interface and mode auto: both EFA steps skip; Ray is off in this variant.
+    let skipped = ["install-efa", "probe-efa", "install-ray", "start-ray"];
+    for node in head.iter().chain(&workers) {
+        assert_table_row(&up, node, "ready", None);
+    }
+    for node in head.iter().chain(&workers) {
+        assert_ready_node(&vpc, node, &skipped);
+        let mark = node.exec_ok(&["cat", "/var/tmp/fleet-setup-ran"]);
+        assert_eq!(
+            mark.trim(),
+            format!("setup on {}", node.name),
+            "{}",
+            node.name
+        );
+        let deb = vpc
+            .files
+            .served()
+            .iter()
+            .filter(|s| {
+                s.peer.ip() == std::net::IpAddr::V4(node.address) && s.path.ends_with(".deb")
+            })
+            .count();
+        assert_eq!(deb, 1, "{} downloaded the package {deb} times", node.name);
+    }
+    assert!(
+        vpc.imds
+            .asked()
+            .iter()
+            .any(|a| a.path == "/latest/api/token" && a.status == 200),
+        "no node asked the metadata stand-in for a token"
+    );
+    let status = vpc.rayefa(&["status", "--output", "json"]);
+    vpc.check(status.code == 0, "rayefa status failed", Some(&status));
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(doc["outcome"], "ready", "{doc:#}");
+
+    // SIGKILL: systemd restarts the agent, which resumes without running a step again.
+    let crashed = &workers[0];
+    let before = step_starts(&status_of(crashed));
+    let pid = main_pid(crashed);
+    assert!(pid > 0, "{}: no agent running", crashed.name);
+    crashed.exec_ok(&["kill", "-KILL", &pid.to_string()]);
+    wait_for(
+        Duration::from_secs(60),
+        "systemd to restart the killed agent",
+        || {
+            let now = main_pid(crashed);
+            (now != 0
+                && now != pid
+                && http_get(
+                    SocketAddr::V4(SocketAddrV4::new(crashed.address, AGENT_PORT)),
+                    "/readyz",
+                )
+                .is_ok())
+            .then_some(())
+        },
+    );
+    let restarts = crashed.exec_ok(&[
+        "systemctl",
+        "show",
+        "-p",
+        "NRestarts",
+        "--value",
+        "rayefa-agent",
+    ]);
+    assert_eq!(restarts.trim(), "1", "{}", crashed.diagnostics());
+    assert_ready_node(&vpc, crashed, &skipped);
+    assert_eq!(
+        step_starts(&status_of(crashed)),
+        before,
+        "steps were run again after the crash"
+    );
+    let attempts = attempts_in_journal(&agent_journal(crashed));
+    for name in ["grow-root", "setup-commands"] {
+        assert_eq!(
+            attempts[name],
+            1,
+            "{name} ran again after the crash: {attempts:?}\n{}",
+            crashed.diagnostics()
+        );
+    }
+    let setup_runs = crashed
+        .exec_ok(&["cat", "/var/tmp/fleet-setup-ran"])
+        .lines()
+        .count();
+    assert_eq!(
+        setup_runs, 1,
+        "the setup commands ran again after the crash"
+    );
+
+    // Reboot: the node comes back from its own disk; the agent resumes from its journal.
+    let rebooted = &workers[1];
+    let before = step_starts(&status_of(rebooted));
+    rebooted.reboot();
+    wait_for(
+        Duration::from_secs(120),
+        "the rebooted node to boot again",
+        || (rebooted.boots() == 2 && rebooted.leader().is_some()).then_some(()),
+    );
+    assert_eq!(rebooted.exits(), [133], "nspawn did not exit for a reboot");
+    wait_for(
+        Duration::from_secs(120),
+        "the rebooted node's agent to be ready",
+        || {
+            http_get(
+                SocketAddr::V4(SocketAddrV4::new(rebooted.address, AGENT_PORT)),
+                "/readyz",
+            )
+            .ok()
+        },
+    );
+    let boots = rebooted.exec_ok(&["journalctl", "--no-pager", "--list-boots"]);
+    assert_eq!(
+        boots
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.contains("BOOT ID"))
+            .count(),
+        2,
+        "{boots}"
+    );
+    assert_ready_node(&vpc, rebooted, &skipped);
+    assert_eq!(
+        step_starts(&status_of(rebooted)),
+        before,
+        "steps were run again after the reboot"
+    );
+    let attempts = attempts_in_journal(&agent_journal(rebooted));
+    for name in ["grow-root", "setup-commands"] {
+        assert_eq!(
+            attempts[name],
+            1,
+            "{name} ran again after the reboot: {attempts:?}\n{}",
+            rebooted.diagnostics()
+        );
+    }
+    let setup_runs = rebooted
+        .exec_ok(&["cat", "/var/tmp/fleet-setup-ran"])
+        .lines()
+        .count();
+    assert_eq!(
+        setup_runs, 1,
+        "the setup commands ran again after the reboot"
+    );
+    let status = vpc.rayefa(&["status", "--output", "json"]);
+    vpc.check(
+        status.code == 0,
+        "rayefa status failed after the crash and the reboot",
+        Some(&status),
+    );
+
+    vpc.down();
+    drop(vpc);
+    let left = leftovers();
+    assert!(left.is_empty(), "left behind:\n{left:#?}");
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the fleet rootfs; run by tests/fleet/run"]
+fn a_node_type_with_efa_interfaces_fails_on_a_node_without_efa_and_says_why() {
+    let vpc = Vpc::start(Variant::EfaRequired);
+    let (up, _) = vpc.up("5m");
+    vpc.check(
+        up.code == 1,
+        "rayefa up should end with a failed node (exit 1)",
+        Some(&up),
+    );
+    let head = &vpc.nodes("head_node", 1)[0];
+    let worker = &vpc.nodes("efa_worker_node", 1)[0];
+
+    // The head has no EFA interface: mode auto skips both EFA steps.
+    let doc = status_of(head);
+    assert_eq!(state_of(&doc), "ready", "{doc:#}");
+    for name in ["install-efa", "probe-efa"] {
+        assert_eq!(step(&doc, name)["state"], "skipped", "{doc:#}");
+    }
+
+    // The worker's node type has an EFA interface: EFA is required. The signed installer is
+    // verified and runs; the probe finds no EFA device and fails the node, saying so.
+    let doc = status_of(worker);
+    vpc.check(
+        state_of(&doc) == "failed",
+        &format!("the EFA worker is not failed: {doc:#}"),
+        Some(&up),
+    );
+    assert_eq!(step(&doc, "install-efa")["state"], "succeeded", "{doc:#}");
+    let probe = step(&doc, "probe-efa");
+    assert_eq!(probe["state"], "failed", "{doc:#}");
+    let error = probe["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no EFA PCI device") && error.contains("1 expected"),
+        "probe-efa's error does not name the cause: {error}"
+    );
+    for blocked in ["install-ray", "setup-commands", "start-ray"] {
+        assert_ne!(
+            step(&doc, blocked)["state"],
+            "succeeded",
+            "{blocked} ran after probe-efa failed: {doc:#}"
+        );
+    }
+    let status = worker.exec_text(&["systemctl", "status", "--no-pager", "rayefa-agent"]);
+    assert!(status.contains("Status: \"failed: probe-efa: "), "{status}");
+    let journal = agent_journal(worker);
+    assert!(journal.contains("install-efa: succeeded"), "{journal}");
+    assert!(journal.contains("no EFA PCI device"), "{journal}");
+    assert_table_row(&up, head, "ready", None);
+    assert_table_row(&up, worker, "failed", Some("probe-efa"));
+    assert!(
+        worker
+            .read_file("/opt/amazon/efa_installed_packages")
+            .is_some_and(|m| m.contains("1.45.1")),
+        "the test installer did not run on the worker"
+    );
+    let sig_fetched = vpc
+        .files
+        .served()
+        .iter()
+        .any(|s| s.path.ends_with(".tar.gz.sig") && s.status == 200);
+    assert!(
+        sig_fetched,
+        "the worker did not fetch the installer's signature"
+    );
+
+    vpc.down();
+    drop(vpc);
+    let left = leftovers();
+    assert!(left.is_empty(), "left behind:\n{left:#?}");
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the fleet rootfs; run by tests/fleet/run"]
+fn three_nodes_install_ray_from_pypi_and_form_one_cluster() {
+    let vpc = Vpc::start(Variant::RealRay);
+    let (up, took) = vpc.up("25m");
+    println!(
+        "fleet: `rayefa up` to all-ready, 3 nodes, real Ray from PyPI: {:.1} s",
+        took.as_secs_f64()
+    );
+    vpc.check(up.code == 0, "rayefa up did not end all-ready", Some(&up));
+    let head = &vpc.nodes("head_node", 1)[0];
+    let workers = vpc.nodes("worker_node", 2);
+    for node in std::iter::once(head).chain(&workers) {
+        assert_table_row(&up, node, "ready", None);
+        assert_ready_node(&vpc, node, &["install-efa", "probe-efa"]);
+    }
+    let tunnels = vpc.pypi.tunnels();
+    assert!(
+        tunnels.iter().all(|t| t.allowed),
+        "a node asked the proxy for more than PyPI: {tunnels:#?}"
+    );
+
+    let expected_addresses: Vec<String> = std::iter::once(head)
+        .chain(&workers)
+        .map(|n| n.address.to_string())
+        .collect();
+    let listed = wait_for(
+        Duration::from_secs(120),
+        "ray status on the head to list every node",
+        || {
+            let out = head.exec(&["/opt/rayefa/venv/bin/ray", "status"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let active = text.split("Pending:").next().unwrap_or_default();
+            (out.status.success() && active.matches(" node_").count() == 3).then_some(text)
+        },
+    );
+    // Each node's address is in Ray's own view of the cluster.
+    let nodes = head.exec_ok(&[
+        "/opt/rayefa/venv/bin/python",
+        "-c",
+        "import ray; ray.init(address='auto', logging_level='ERROR'); print('\\n'.join(sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive'])))",
+    ]);
+    let mut expected = expected_addresses.clone();
+    expected.sort();
+    assert_eq!(
+        nodes.lines().map(str::to_owned).collect::<Vec<_>>(),
+        expected,
+        "ray status:\n{listed}"
+    );
+
+    vpc.down();
+    drop(vpc);
+    let left = leftovers();
+    assert!(left.is_empty(), "left behind:\n{left:#?}");
+}

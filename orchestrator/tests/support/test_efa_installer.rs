@@ -1,0 +1,200 @@
+//! An EFA installer for the fleet: AWS's real one cannot be fetched here, and there is no EFA
+//! device to install for. This one has the real tarball's shape (`aws-efa-installer/` with
+//! `env.sh`, `common.sh` and `efa_installer.sh`), is signed with a test key made here with
+//! GnuPG, and its `efa_installer.sh` does what the real one does on a machine without an EFA
+//! device once its packages are in: records the manifest `/opt/amazon/efa_installed_packages`
+//! and says that no device was found. The agent's checks (SHA-256, signature, safe unpacking,
+//! the manifest's version) all run for real against it.
+//!
+//! The node must trust the test key: [`TestEfaInstaller::site_files`] writes the key and an
+//! agent drop-in naming it into a site layer, as a site's own image would carry its keys.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The installer version the tarball says it is (the agent's default).
+pub const VERSION: &str = "1.45.1";
+
+/// A signed installer tarball and the key that signed it.
+#[derive(Debug)]
+pub struct TestEfaInstaller {
+    /// `aws-efa-installer-<VERSION>.tar.gz`
+    pub tarball: PathBuf,
+    /// Its detached binary signature.
+    pub signature: PathBuf,
+    /// The armoured public key.
+    pub public_key: PathBuf,
+    /// The key's fingerprint, upper-case hex.
+    pub fingerprint: String,
+    /// The tarball's SHA-256, lower-case hex.
+    pub sha256: String,
+    gnupg_home: PathBuf,
+}
+
+impl TestEfaInstaller {
+    /// Makes the key, the tarball and its signature in `dir`.
+    pub fn make(dir: &Path) -> TestEfaInstaller {
+        let gnupg_home = dir.join("gnupg");
+        std::fs::create_dir_all(&gnupg_home).expect("gnupg home");
+        set_mode(&gnupg_home, 0o700);
+        let uid = "rayefa fleet test EFA installer key <fleet@rayefa.invalid>";
+        gpg(
+            &gnupg_home,
+            &["--quick-gen-key", uid, "ed25519", "sign", "never"],
+        );
+        let listing = String::from_utf8(gpg(&gnupg_home, &["--with-colons", "--list-keys", uid]))
+            .expect("UTF-8 key listing");
+        let fingerprint = listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|rest| rest.split(':').find(|f| f.len() == 40))
+            .expect("a fingerprint in gpg's listing")
+            .to_owned();
+        let public_key = dir.join("test-efa-installer.key");
+        std::fs::write(
+            &public_key,
+            gpg(&gnupg_home, &["--armor", "--export", &fingerprint]),
+        )
+        .expect("writing the public key");
+
+        let tree = dir.join("tree/aws-efa-installer");
+        std::fs::create_dir_all(&tree).expect("installer tree");
+        std::fs::write(
+            tree.join("env.sh"),
+            format!("EFA_INSTALLER_VERSION={VERSION}\n"),
+        )
+        .expect("env.sh");
+        std::fs::write(
+            tree.join("common.sh"),
+            "is_root() { [ \"$(id -u)\" = 0 ]; }\n",
+        )
+        .expect("common.sh");
+        std::fs::write(tree.join("efa_installer.sh"), INSTALLER_SCRIPT).expect("efa_installer.sh");
+        set_mode(&tree.join("efa_installer.sh"), 0o755);
+        let tarball = dir.join(format!("aws-efa-installer-{VERSION}.tar.gz"));
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(dir.join("tree"))
+            .args(["--owner=0", "--group=0", "-czf"])
+            .arg(&tarball)
+            .arg("aws-efa-installer")
+            .status()
+            .expect("running tar");
+        assert!(status.success(), "tar failed: {status}");
+        let signature = dir.join(format!("aws-efa-installer-{VERSION}.tar.gz.sig"));
+        gpg(
+            &gnupg_home,
+            &[
+                "--local-user",
+                &fingerprint,
+                "--output",
+                signature.to_str().expect("UTF-8 path"),
+                "--detach-sign",
+                tarball.to_str().expect("UTF-8 path"),
+            ],
+        );
+        let sha256 = sha256_of(&tarball);
+        TestEfaInstaller {
+            tarball,
+            signature,
+            public_key,
+            fingerprint,
+            sha256,
+            gnupg_home,
+        }
+    }
+
+    /// Writes, under `site` (a root), the public key and the agent drop-in that trusts it.
+    pub fn site_files(&self, site: &Path) {
+        let etc = site.join("etc/rayefa");
+        std::fs::create_dir_all(etc.join("agent.d")).expect("site /etc/rayefa/agent.d");
+        std::fs::copy(&self.public_key, etc.join("test-efa-installer.key"))
+            .expect("copying the public key");
+        std::fs::write(
+            etc.join("agent.d/50-site-efa-key.toml"),
+            format!(
+                "# This site's EFA installer is signed with its own key.\n\
+                 [efa]\n\
+                 public_key = \"/etc/rayefa/test-efa-installer.key\"\n\
+                 fingerprint = \"{}\"\n",
+                self.fingerprint
+            ),
+        )
+        .expect("writing the agent drop-in");
+    }
+}
+
+impl Drop for TestEfaInstaller {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.gnupg_home)
+            .args(["--kill", "all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// What `efa_installer.sh` does on a node: the real installer's messages and manifest, with no
+/// packages to install and no device to find.
+const INSTALLER_SCRIPT: &str = r#"#!/bin/bash
+# rayefa fleet test: a stand-in for AWS's efa_installer.sh (no EFA device exists here).
+set -euo pipefail
+source ./env.sh
+[ -e common.sh ] || { echo 'Please cd into the installer directory.' >&2; exit 1; }
+source ./common.sh
+is_root || { echo 'This script must be run as root.' >&2; exit 1; }
+echo "= Starting Amazon Elastic Fabric Adapter Installation Script ="
+echo "= EFA Installer Version: ${EFA_INSTALLER_VERSION} ="
+echo "flags: $*"
+mkdir -p /opt/amazon
+printf '# EFA installer version: %s\n# Debug packages installed: no\n# Packages installed:\n' \
+  "$EFA_INSTALLER_VERSION" > /opt/amazon/efa_installed_packages
+echo 'EFA device not detected, skipping test.'
+echo '===================================================='
+echo 'EFA installation complete.'
+"#;
+
+fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
+    let output = Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args([
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running gpg (Debian package gnupg)");
+    assert!(
+        output.status.success(),
+        "gpg {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// The SHA-256 of a file, lower-case hex.
+pub fn sha256_of(path: &Path) -> String {
+    let output = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("running sha256sum");
+    assert!(output.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
