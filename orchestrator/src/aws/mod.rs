@@ -10,6 +10,7 @@ mod commands;
 mod discover;
 mod error;
 mod fields;
+mod file_check;
 mod instance_types;
 mod launch;
 mod node_config;
@@ -26,6 +27,7 @@ pub(crate) use commands::{
 };
 pub(crate) use error::ApiError;
 pub(crate) use fields::NodeConfigError;
+pub(crate) use file_check::check as check_file;
 pub(crate) use provider::AwsProvider;
 pub(crate) use settings::AwsSection;
 

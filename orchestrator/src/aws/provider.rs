@@ -165,7 +165,7 @@ impl AwsProvider {
     pub(crate) async fn new(cluster: &Cluster) -> Result<AwsProvider, ProviderError> {
         let rayefa = cluster.spec.rayefa.as_ref().map(|r| &r.value);
         let settings = AwsSettings::from_section(rayefa.and_then(|r| r.aws.as_ref()))
-            .map_err(ProviderError::Failed)?;
+            .map_err(|e| ProviderError::Failed(e.to_string()))?;
         let configs = node_configs_of(cluster)?;
         let clients = Clients::load(cluster.spec.provider.value.region.as_deref()).await?;
         Ok(AwsProvider {

@@ -45,15 +45,27 @@ pub(crate) struct AwsSettings {
     pub(crate) address_timeout: Duration,
 }
 
+/// A `rayefa.aws` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub(crate) struct SettingError {
+    /// The key, e.g. `rayefa.aws.launch_backoff`.
+    pub(crate) key: String,
+    /// What is wrong with its value.
+    pub(crate) message: String,
+}
+
 impl AwsSettings {
     /// The settings of `section` (absent: all defaults); the error names the key.
-    pub(crate) fn from_section(section: Option<&AwsSection>) -> Result<AwsSettings, String> {
+    pub(crate) fn from_section(section: Option<&AwsSection>) -> Result<AwsSettings, SettingError> {
         let section = section.cloned().unwrap_or_default();
         let duration = |value: Option<&DurationValue>, key: &str, default: Duration| {
             value
                 .map(|v| {
-                    v.to_duration()
-                        .map_err(|e| format!("rayefa.aws.{key}: {e}"))
+                    v.to_duration().map_err(|e| SettingError {
+                        key: format!("rayefa.aws.{key}"),
+                        message: e,
+                    })
                 })
                 .transpose()
                 .map(|d| d.unwrap_or(default))
@@ -119,6 +131,6 @@ mod tests {
         let section: AwsSection =
             serde_saphyr::from_str("launch_backoff: soon\n").expect("parses as text");
         let error = AwsSettings::from_section(Some(&section)).expect_err("not a duration");
-        assert!(error.starts_with("rayefa.aws.launch_backoff:"), "{error}");
+        assert_eq!(error.key, "rayefa.aws.launch_backoff", "{error}");
     }
 }

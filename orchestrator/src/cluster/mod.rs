@@ -127,6 +127,14 @@ pub(crate) enum ClusterError {
         /// Why.
         source: std::io::Error,
     },
+    /// The file is larger than any cluster file (see [`MAX_FILE_BYTES`]).
+    #[error("{path}: error: the file is larger than {limit} bytes, too large for a cluster file")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
     /// A `${VAR}` reference could not be filled in.
     #[error("{path}:{}:{}: error: {}", .error.line, .error.column, .error.message)]
     Variable {
@@ -167,6 +175,11 @@ impl ClusterError {
             ClusterError::Read { source, .. } => {
                 vec![Finding::error(Location::UNKNOWN, "", source.to_string())]
             }
+            ClusterError::TooLarge { limit, .. } => vec![Finding::error(
+                Location::UNKNOWN,
+                "",
+                format!("the file is larger than {limit} bytes, too large for a cluster file"),
+            )],
             ClusterError::Variable { error, .. } => vec![Finding {
                 severity: Severity::Error,
                 line: u64::try_from(error.line).ok(),
@@ -225,11 +238,51 @@ pub(crate) fn load_with_env(
     path: &Path,
     env: &BTreeMap<String, String>,
 ) -> Result<Cluster, ClusterError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ClusterError::Read {
+    let text = read_text(path)?;
+    parse(path, &text, env)
+}
+
+/// The largest cluster file read. Ray's own files are a few KiB; the limit keeps a wrong
+/// path (a log, a device such as /dev/zero) from being read without end.
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// The file's text: at most [`MAX_FILE_BYTES`], and UTF-8 (a bad byte is named by position).
+fn read_text(path: &Path) -> Result<String, ClusterError> {
+    use std::io::Read;
+    let read_error = |source| ClusterError::Read {
         path: path.to_owned(),
         source,
-    })?;
-    parse(path, &text, env)
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ClusterError::TooLarge {
+            path: path.to_owned(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |at| at + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        let byte = error.as_bytes()[valid.len()];
+        ClusterError::Syntax {
+            path: path.to_owned(),
+            line: line as u64,
+            column: column as u64,
+            message: format!("byte 0x{byte:02X} is not UTF-8 text, which a cluster file must be"),
+            snippet: String::new(),
+        }
+    })
 }
 
 /// Checks `text`, the contents of `path`.
@@ -243,7 +296,7 @@ pub(crate) fn parse(
         error,
     })?;
     let mut spec: ClusterSpec =
-        serde_saphyr::from_str(&expanded).map_err(|e| syntax_error(path, &e))?;
+        serde_saphyr::from_str(&expanded).map_err(|e| syntax_error(path, &expanded, &e))?;
 
     let mut findings = Vec::new();
     // `metadata.rayefa` keeps the file acceptable to `ray up`; from here on it is the section.
@@ -268,6 +321,7 @@ pub(crate) fn parse(
     ssh_only::check(&spec, &mut findings);
     check::check(&spec, &settings, &mut findings);
     provider_notes(&spec, &mut findings);
+    crate::aws::check_file(&spec, &mut findings);
 
     findings.sort_by(|a, b| {
         b.severity
@@ -317,14 +371,8 @@ fn provider_notes(spec: &ClusterSpec, out: &mut Vec<Finding>) {
 }
 
 /// A deserializer error as `FILE:LINE:COLUMN: message` plus the lines around it.
-fn syntax_error(path: &Path, error: &serde_saphyr::Error) -> ClusterError {
+fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> ClusterError {
     let location = error.location().unwrap_or(Location::UNKNOWN);
-    let plain = error.without_snippet().to_string();
-    // The plain message ends with " at line N, column M", which the prefix already says.
-    let message = match plain.rfind(" at line ") {
-        Some(at) => plain[..at].to_owned(),
-        None => plain,
-    };
     let rendered = error.to_string();
     let snippet: String = rendered
         .lines()
@@ -335,7 +383,87 @@ fn syntax_error(path: &Path, error: &serde_saphyr::Error) -> ClusterError {
         path: path.to_owned(),
         line: location.line(),
         column: location.column(),
-        message,
+        message: syntax_message(innermost(error), text),
         snippet,
+    }
+}
+
+/// The error an alias or a snippet wraps: the one that says what is wrong.
+fn innermost(mut error: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    loop {
+        match error {
+            serde_saphyr::Error::WithSnippet { error: inner, .. }
+            | serde_saphyr::Error::AliasError { error: inner, .. } => error = inner,
+            other => return other,
+        }
+    }
+}
+
+/// The deserializer's message in the user's terms: the library's user-facing wording, and
+/// rayefa's own where that still speaks of Rust types or the library's API.
+fn syntax_message(error: &serde_saphyr::Error, text: &str) -> String {
+    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
+    match error {
+        Error::Eof { .. }
+            if text
+                .lines()
+                .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) =>
+        {
+            "the file has no YAML content: a cluster file needs at least cluster_name, provider, \
+             available_node_types and head_node_type"
+                .to_owned()
+        }
+        Error::Budget { breach, .. } => format!(
+            "the YAML exceeds rayefa's limits for a cluster file: {} (an alias counts again \
+             each time it is used)",
+            describe_breach(breach)
+        ),
+        Error::InvalidScalar { ty, .. } => match *ty {
+            "u16" => "invalid u16: expected a whole number from 0 to 65535".to_owned(),
+            "u32" => "invalid u32: expected a whole number from 0 to 4294967295".to_owned(),
+            "u64" | "usize" => format!("invalid {ty}: expected a whole number of at least 0"),
+            "f64" | "f32" => format!("invalid {ty}: expected a number"),
+            other => format!("invalid {other}"),
+        },
+        Error::Unexpected { expected, .. } if *expected == "mapping start" => {
+            "expected a mapping (`key: value` entries)".to_owned()
+        }
+        Error::Unexpected { expected, .. } if *expected == "sequence start" => {
+            "expected a list (`- item` entries or `[a, b]`)".to_owned()
+        }
+        other => UserMessageFormatter.format_message(other).into_owned(),
+    }
+}
+
+/// A budget breach in words.
+fn describe_breach(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach;
+    match breach {
+        BudgetBreach::Events { events } => {
+            format!("more than {} parser events", events.saturating_sub(1))
+        }
+        BudgetBreach::Aliases { aliases } => {
+            format!("more than {} aliases", aliases.saturating_sub(1))
+        }
+        BudgetBreach::Anchors { anchors } => {
+            format!("more than {} anchors", anchors.saturating_sub(1))
+        }
+        BudgetBreach::Depth { depth } => {
+            format!("nested more than {} levels deep", depth.saturating_sub(1))
+        }
+        BudgetBreach::Documents { documents } => {
+            format!("more than {} documents", documents.saturating_sub(1))
+        }
+        BudgetBreach::Nodes { nodes } => format!("more than {} values", nodes.saturating_sub(1)),
+        BudgetBreach::ScalarBytes { total_scalar_bytes } => {
+            format!(
+                "more than {} bytes of text",
+                total_scalar_bytes.saturating_sub(1)
+            )
+        }
+        BudgetBreach::AliasAnchorRatio { aliases, anchors } => {
+            format!("{aliases} aliases of only {anchors} anchors")
+        }
+        other => format!("{other:?}"),
     }
 }
