@@ -10,6 +10,7 @@ mod support {
 }
 
 use serde_json::Value;
+use support::aws_proxy::Fault;
 use support::aws_world::{Omit, SEED_CLUSTER_FILE, World};
 
 const WORKER: &str = "available_node_types.efa_worker_node.node_config";
@@ -112,6 +113,33 @@ fn an_unknown_instance_type_is_named() {
             "i7i.99xlarge does not exist in ap-northeast-1",
             "rayefa instance-types",
         ],
+    );
+}
+
+#[test]
+fn a_type_that_could_not_be_looked_up_is_not_called_missing() {
+    let world = World::seed();
+    world.prepared();
+    world.proxy.inject(
+        "DescribeInstanceTypes",
+        Fault::Error {
+            status: 403,
+            code: "UnauthorizedOperation".into(),
+            message: "You are not authorized to perform this operation.".into(),
+        },
+    );
+    let (code, found) = errors(&world, SEED_CLUSTER_FILE);
+    assert_eq!(code, 2, "{found:#?}");
+    let messages: Vec<&str> = found.iter().filter_map(|f| f["message"].as_str()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("could not check") && m.contains("UnauthorizedOperation")),
+        "{messages:#?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains("does not exist")),
+        "a denied lookup is not a missing type: {messages:#?}"
     );
 }
 

@@ -16,7 +16,8 @@ pub(crate) enum ErrorKind {
     Transient,
     /// The thing to create exists already (`*.Duplicate`).
     Duplicate,
-    /// The thing named does not exist (`*.NotFound`, `*.Unknown`, `NoSuchEntity`).
+    /// The thing named does not exist (`*.NotFound`, `*.Unknown`, `NoSuchEntity`,
+    /// `InvalidInstanceType`).
     NotFound,
     /// Anything else: a wrong argument, missing permissions. Retrying does not help.
     Other,
@@ -109,7 +110,8 @@ pub(crate) fn classify(code: Option<&str>, http_status: Option<u16>) -> ErrorKin
             if code.ends_with(".NotFound")
                 || code.ends_with(".Unknown")
                 || code == "NoSuchEntity"
-                || code == "ParameterNotFound" =>
+                || code == "ParameterNotFound"
+                || code == "InvalidInstanceType" =>
         {
             ErrorKind::NotFound
         }

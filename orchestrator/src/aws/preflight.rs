@@ -72,7 +72,7 @@ pub(crate) struct Input<'a> {
 struct Checker<'c> {
     clients: &'c Clients,
     problems: Vec<Problem>,
-    types: BTreeMap<String, Option<InstanceTypeRow>>,
+    types: BTreeMap<String, TypeLookup>,
 }
 
 impl Checker<'_> {
@@ -104,7 +104,9 @@ impl Checker<'_> {
         );
     }
 
-    async fn instance_type(&mut self, name: &str) -> Option<InstanceTypeRow> {
+    /// What EC2 says about instance type `name`; a lookup that failed for another reason than
+    /// "no such type" is reported once, as a check that could not be made.
+    async fn instance_type(&mut self, name: &str) -> TypeLookup {
         if let Some(known) = self.types.get(name) {
             return known.clone();
         }
@@ -115,20 +117,35 @@ impl Checker<'_> {
             .instance_types(InstanceType::from(name))
             .send()
             .await;
-        let row = match answer {
-            Ok(out) => out.instance_types().first().map(InstanceTypeRow::from_info),
+        let lookup = match answer {
+            Ok(out) => match out.instance_types().first() {
+                Some(info) => TypeLookup::Found(InstanceTypeRow::from_info(info)),
+                None => TypeLookup::Missing,
+            },
             Err(e) => {
                 let error = ApiError::from_sdk(format!("describing instance type {name}"), e);
-                // EC2 answers an unknown type with InvalidInstanceType.
-                if error.kind != ErrorKind::Other && error.kind != ErrorKind::NotFound {
+                // A denied or failed call says nothing about whether the type exists.
+                if error.kind == ErrorKind::NotFound {
+                    TypeLookup::Missing
+                } else {
                     self.unchecked(None, &error);
+                    TypeLookup::Unchecked
                 }
-                None
             }
         };
-        self.types.insert(name.to_owned(), row.clone());
-        row
+        self.types.insert(name.to_owned(), lookup.clone());
+        lookup
     }
+}
+
+/// What an instance type lookup found.
+#[derive(Debug, Clone)]
+enum TypeLookup {
+    Found(InstanceTypeRow),
+    /// EC2 says there is no such type in the region.
+    Missing,
+    /// The lookup failed; already reported as a check that could not be made.
+    Unchecked,
 }
 
 /// Runs every check; an empty list means the cluster can be launched.
@@ -246,13 +263,14 @@ async fn check_node_type(
 
     if let Some(instance_type) = config.instance_type() {
         match checker.instance_type(instance_type).await {
-            None => checker.finding(
+            TypeLookup::Unchecked => {}
+            TypeLookup::Missing => checker.finding(
                 Some(name),
                 "instance-type",
                 format!("instance type {instance_type} does not exist in {region}"),
                 "pick one from `rayefa instance-types --efa`".into(),
             ),
-            Some(row) => {
+            TypeLookup::Found(row) => {
                 check_type_abilities(checker, name, config, &row);
                 for zone in &used_zones {
                     check_offering(checker, name, instance_type, zone).await;
