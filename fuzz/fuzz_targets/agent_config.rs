@@ -33,6 +33,9 @@ fuzz_target!(|data: &[u8]| {
         let names_a_file = message.contains(MAIN_FILE)
             || message.contains(DROP_IN_FILE)
             || message.starts_with("missing required value");
-        assert!(names_a_file, "a configuration error names no file: {message}");
+        assert!(
+            names_a_file,
+            "a configuration error names no file: {message}"
+        );
     }
 });

@@ -21,6 +21,9 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     if let Err(message) = decoded {
-        assert!(message.len() < 1024, "an unbounded error message: {message}");
+        assert!(
+            message.len() < 1024,
+            "an unbounded error message: {message}"
+        );
     }
 });

@@ -177,7 +177,23 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(wrong()),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| wrong())
+    check_duration_secs(text, seconds)
+}
+
+/// The longest duration rayefa takes anywhere: longer ones are mistakes, and far longer ones
+/// overflow the clock when added to the current time.
+pub(crate) const MAX_DURATION_SECS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// `seconds` (spelled `text` by the user) as a duration of at most [`MAX_DURATION_SECS`].
+pub(crate) fn check_duration_secs(text: &str, seconds: f64) -> Result<Duration, String> {
+    if seconds > MAX_DURATION_SECS {
+        return Err(format!(
+            "`{text}` is longer than 30 days (720h), the longest duration rayefa takes"
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        format!("`{text}` is not a duration: use a number with ms, s, m or h (90s, 15m, 2h)")
+    })
 }
 
 #[cfg(test)]
@@ -192,5 +208,17 @@ mod tests {
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("10 minutes").is_err());
         assert!(parse_duration("s").is_err());
+        assert_eq!(
+            parse_duration("720h"),
+            Ok(Duration::from_secs(30 * 24 * 3600))
+        );
+        assert_eq!(
+            parse_duration("18000000000000000000s"),
+            Err(
+                "`18000000000000000000s` is longer than 30 days (720h), the longest duration \
+                 rayefa takes"
+                    .to_owned()
+            )
+        );
     }
 }

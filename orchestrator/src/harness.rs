@@ -3,3 +3,4 @@
 //! repository should depend on it.
 #![doc(hidden)]
 pub mod fuzz;
+pub mod bench_poll;

@@ -13,7 +13,7 @@ use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::engine::{Engine, EngineEnd, Journal, JournalError, StatusBoard};
 use crate::facts::{Ec2Lookup, local_facts};
-use crate::host::{ChildRegistry, HostRoot, SystemRunner};
+use crate::host::{ChildRegistry, GroupRecords, HostRoot, SystemRunner};
 use crate::{logging, publish_tags, serve, steps, systemd};
 
 pub(crate) fn run(global: &Global) -> CommandResult {
@@ -108,7 +108,17 @@ async fn daemon(root: HostRoot, settings: Settings) -> CommandResult {
         ));
     }
 
-    let children = ChildRegistry::default();
+    // What a crashed agent left running would run beside the re-run of its step.
+    let records = GroupRecords::new(state_dir.join("running"), &root);
+    for leftover in records.stop_leftovers(settings.agent.stop_grace).await {
+        let how = if leftover.killed { "killed" } else { "stopped" };
+        tracing::warn!(
+            pgid = leftover.pgid,
+            "{how} process group {} that a previous agent left running",
+            leftover.pgid
+        );
+    }
+    let children = ChildRegistry::recorded(records);
     let engine = Engine {
         graph,
         settings: settings.clone(),

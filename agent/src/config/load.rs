@@ -14,11 +14,15 @@ use crate::host::HostRoot;
 /// A configuration mistake, naming the file, the key and the line where there is one.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    // Not `source`: the message already says it, and a source would be printed twice by
+    // `{:#}`.
+    #[error("{path}: cannot read: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
+    #[error("{path}: the file is larger than {limit} bytes, too large for a configuration file")]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{}: {message}", Location { path, line: *line, key: key.as_deref() })]
     Parse {
         path: PathBuf,
@@ -132,13 +136,13 @@ fn dropins(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ConfigError::Read { path: dir, source }),
+        Err(reason) => return Err(ConfigError::Read { path: dir, reason }),
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| ConfigError::Read {
+        let entry = entry.map_err(|reason| ConfigError::Read {
             path: dir.clone(),
-            source,
+            reason,
         })?;
         let path = entry.path();
         if path.extension().is_some_and(|ext| ext == "toml") {
@@ -149,10 +153,36 @@ fn dropins(main: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
+/// The largest configuration file read: `rayefa up` writes a few KiB; the limit keeps a
+/// wrong `--config` (a log, /dev/zero) from being read without end.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 fn read(path: &Path) -> Result<ConfigSource, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|reason| ConfigError::Read {
+            path: path.to_owned(),
+            reason,
+        })?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        ConfigError::Parse {
+            path: path.to_owned(),
+            line: Some(valid.iter().filter(|b| **b == b'\n').count() + 1),
+            key: None,
+            message: format!(
+                "byte 0x{:02X} is not UTF-8 text, which a TOML file must be",
+                error.as_bytes()[valid.len()]
+            ),
+        }
     })?;
     let layer = parse(path, &text)?;
     Ok(ConfigSource {
@@ -173,9 +203,33 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<AgentConfigFile, ConfigEr
             path: path.to_owned(),
             line: line_index.map(|i| i + 1),
             key,
-            message: err.message().trim().to_owned(),
+            message: plain_types(err.message().trim()),
         }
     })
+}
+
+/// serde's message with Rust's type names (`expected u64`, `struct StepSection`) said in
+/// words.
+fn plain_types(message: &str) -> String {
+    let mut message = message.replace("` as i128,", "`,");
+    if let Some(at) = message.find("expected struct ") {
+        message.replace_range(at.., "expected a table");
+    }
+    for (rust, words) in [
+        ("expected u64", "expected a whole number of at least 0"),
+        ("expected usize", "expected a whole number of at least 0"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected f64", "expected a number"),
+    ] {
+        if let Some(rest) = message.strip_suffix(rust) {
+            message = format!("{rest}{words}");
+        }
+    }
+    message
 }
 
 /// The dotted key set on line `index` (0-based), with the table it is in.

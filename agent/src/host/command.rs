@@ -11,6 +11,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::leftovers::GroupRecords;
+
 /// Captured output kept in memory for a step to inspect; the whole stream also goes to the
 /// step's log. Large outputs keep their end, where tools print their verdict.
 const CAPTURE_LIMIT: usize = 1 << 20;
@@ -137,19 +139,35 @@ pub(crate) trait CommandRunner: Send + Sync + fmt::Debug {
     async fn run(&self, spec: &CommandSpec, sink: &dyn OutputSink) -> io::Result<CommandOutcome>;
 }
 
-/// Process groups of the commands running now, so that stopping the agent can stop them.
+/// Process groups of the commands running now, so that stopping the agent can stop them,
+/// and, when recorded, so that the next agent can stop what a crashed one left running.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ChildRegistry {
     groups: Arc<Mutex<BTreeSet<i32>>>,
+    records: Option<GroupRecords>,
 }
 
 impl ChildRegistry {
+    /// A registry that also keeps each running group in `records`.
+    pub(crate) fn recorded(records: GroupRecords) -> Self {
+        Self {
+            groups: Arc::default(),
+            records: Some(records),
+        }
+    }
+
     fn insert(&self, pgid: i32) {
         self.lock().insert(pgid);
+        if let Some(records) = &self.records {
+            records.add(pgid);
+        }
     }
 
     fn remove(&self, pgid: i32) {
         self.lock().remove(&pgid);
+        if let Some(records) = &self.records {
+            records.remove(pgid);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {

@@ -2,6 +2,7 @@
 //! written, and a runner through which every process is started.
 
 mod command;
+mod leftovers;
 mod root;
 #[cfg(test)]
 pub(crate) mod scripted;
@@ -9,6 +10,7 @@ pub(crate) mod scripted;
 pub(crate) use command::{
     ChildRegistry, CommandOutcome, CommandRunner, CommandSpec, OutputSink, SystemRunner,
 };
+pub(crate) use leftovers::GroupRecords;
 pub(crate) use root::HostRoot;
 
 /// The value of `key` in an os-release file, unquoted.

@@ -3,8 +3,9 @@
 mod metrics;
 mod routes;
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -22,6 +23,39 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// No connection lives longer than this; status readers reconnect cheaply.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a new connection waits for the slot of the connection closed to make room.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// The open connections by age, each with a way to close it, so that a full server makes
+/// room for a new client by closing its oldest connection. Without this, clients that open
+/// `max_connections` connections and keep them silent (or send a byte now and then) would shut
+/// everyone else out, `/healthz` included, for as long as they like.
+#[derive(Debug, Default)]
+struct Connections {
+    next: u64,
+    by_age: BTreeMap<u64, CancellationToken>,
+}
+
+impl Connections {
+    fn open(&mut self) -> (u64, CancellationToken) {
+        let id = self.next;
+        self.next += 1;
+        let close = CancellationToken::new();
+        self.by_age.insert(id, close.clone());
+        (id, close)
+    }
+
+    fn closed(&mut self, id: u64) {
+        self.by_age.remove(&id);
+    }
+
+    /// Closes the oldest connection.
+    fn close_oldest(&mut self) {
+        if let Some((_, close)) = self.by_age.pop_first() {
+            close.cancel();
+        }
+    }
+}
 
 /// Serves `board` on `listener` until `stop` is cancelled.
 pub(crate) async fn serve(
@@ -31,6 +65,7 @@ pub(crate) async fn serve(
     stop: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections));
+    let connections = Arc::new(Mutex::new(Connections::default()));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -45,14 +80,30 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "connection refused: {max_connections} already open");
-            drop(stream);
-            continue;
-        };
+        let ready = permits.clone().try_acquire_owned().ok();
+        if ready.is_none() {
+            tracing::debug!(%peer, "{max_connections} connections open: closing the oldest");
+            lock(&connections).close_oldest();
+        }
+        let (id, close) = lock(&connections).open();
+        let connections = connections.clone();
+        let permits = permits.clone();
         let board = board.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            // The accept loop does not wait for the closed connection's slot: under a flood it
+            // must keep taking connections off the queue, or the clients it should serve wait
+            // behind the flood in the kernel's queue.
+            let permit = match ready {
+                Some(permit) => permit,
+                None => match tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
+                        lock(&connections).closed(id);
+                        return;
+                    }
+                },
+            };
             let service = service_fn(move |request| {
                 let board = board.clone();
                 async move { Ok::<_, Infallible>(routes::answer(&request, &board)) }
@@ -66,12 +117,20 @@ pub(crate) async fn serve(
             tokio::select! {
                 _ = &mut connection => {}
                 () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+                () = close.cancelled() => {}
                 () = stop.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
                 }
             }
+            lock(&connections).closed(id);
             drop(permit);
         });
     }
+}
+
+fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    connections
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

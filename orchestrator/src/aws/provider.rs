@@ -164,8 +164,11 @@ impl AwsProvider {
     /// The provider of `cluster`: its node types' `node_config` checked, SDK clients loaded.
     pub(crate) async fn new(cluster: &Cluster) -> Result<AwsProvider, ProviderError> {
         let rayefa = cluster.spec.rayefa.as_ref().map(|r| &r.value);
-        let settings = AwsSettings::from_section(rayefa.and_then(|r| r.aws.as_ref()))
+        let mut settings = AwsSettings::from_section(rayefa.and_then(|r| r.aws.as_ref()))
             .map_err(|e| ProviderError::Failed(e.to_string()))?;
+        if let Some(timeout) = cluster.settings.down_timeout {
+            settings.terminate_timeout = timeout;
+        }
         let configs = node_configs_of(cluster)?;
         let clients = Clients::load(cluster.spec.provider.value.region.as_deref()).await?;
         Ok(AwsProvider {

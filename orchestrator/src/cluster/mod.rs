@@ -10,6 +10,7 @@ pub(crate) mod schema;
 pub(crate) mod settings;
 mod ssh_only;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -372,18 +373,35 @@ fn provider_notes(spec: &ClusterSpec, out: &mut Vec<Finding>) {
 
 /// A deserializer error as `FILE:LINE:COLUMN: message` plus the lines around it.
 fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> ClusterError {
+    use serde_saphyr::MessageFormatter;
     let location = error.location().unwrap_or(Location::UNKNOWN);
-    let rendered = error.to_string();
-    let snippet: String = rendered
-        .lines()
-        .skip(1)
-        .map(|line| format!("\n    {line}"))
-        .collect();
+    let messages = ClusterMessages { text };
+    let message = messages.format_message(innermost(error));
+    let snippet: String = if message == NO_CONTENT {
+        String::new()
+    } else {
+        error
+            .render_with_formatter(&messages)
+            .lines()
+            .skip(1)
+            .map(|line| format!("\n    {line}"))
+            .collect()
+    };
+    // Called directly, the formatter's text is not sanitised as rendering sanitises it: a
+    // control character from the file must not reach the terminal as one.
+    let mut clean = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            clean.extend(c.escape_debug());
+        } else {
+            clean.push(c);
+        }
+    }
     ClusterError::Syntax {
         path: path.to_owned(),
         line: location.line(),
         column: location.column(),
-        message: syntax_message(innermost(error), text),
+        message: clean,
         snippet,
     }
 }
@@ -399,39 +417,57 @@ fn innermost(mut error: &serde_saphyr::Error) -> &serde_saphyr::Error {
     }
 }
 
-/// The deserializer's message in the user's terms: the library's user-facing wording, and
-/// rayefa's own where that still speaks of Rust types or the library's API.
-fn syntax_message(error: &serde_saphyr::Error, text: &str) -> String {
-    use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
-    match error {
-        Error::Eof { .. }
-            if text
-                .lines()
-                .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) =>
-        {
-            "the file has no YAML content: a cluster file needs at least cluster_name, provider, \
-             available_node_types and head_node_type"
-                .to_owned()
-        }
-        Error::Budget { breach, .. } => format!(
-            "the YAML exceeds rayefa's limits for a cluster file: {} (an alias counts again \
-             each time it is used)",
-            describe_breach(breach)
-        ),
-        Error::InvalidScalar { ty, .. } => match *ty {
-            "u16" => "invalid u16: expected a whole number from 0 to 65535".to_owned(),
-            "u32" => "invalid u32: expected a whole number from 0 to 4294967295".to_owned(),
-            "u64" | "usize" => format!("invalid {ty}: expected a whole number of at least 0"),
-            "f64" | "f32" => format!("invalid {ty}: expected a number"),
-            other => format!("invalid {other}"),
-        },
-        Error::Unexpected { expected, .. } if *expected == "mapping start" => {
-            "expected a mapping (`key: value` entries)".to_owned()
-        }
-        Error::Unexpected { expected, .. } if *expected == "sequence start" => {
-            "expected a list (`- item` entries or `[a, b]`)".to_owned()
-        }
-        other => UserMessageFormatter.format_message(other).into_owned(),
+/// What a file without a YAML document is told.
+const NO_CONTENT: &str = "the file has no YAML content: a cluster file needs at least \
+                          cluster_name, provider, available_node_types and head_node_type";
+
+/// The deserializer's messages in the user's terms, for the headline and the snippet: the
+/// library's user-facing wording, and rayefa's own where that still speaks of Rust types or
+/// of the library's API.
+struct ClusterMessages<'t> {
+    /// The text that was parsed.
+    text: &'t str,
+}
+
+impl serde_saphyr::MessageFormatter for ClusterMessages<'_> {
+    fn format_message<'a>(&self, error: &'a serde_saphyr::Error) -> Cow<'a, str> {
+        use serde_saphyr::{Error, UserMessageFormatter};
+        let owned = match error {
+            Error::Eof { .. }
+                if self
+                    .text
+                    .lines()
+                    .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#')) =>
+            {
+                NO_CONTENT.to_owned()
+            }
+            Error::Budget { breach, .. } => format!(
+                "the YAML exceeds rayefa's limits for a cluster file: {} (an alias counts \
+                 again each time it is used)",
+                describe_breach(breach)
+            ),
+            Error::InvalidScalar { ty, .. } => match *ty {
+                "u16" => "invalid u16: expected a whole number from 0 to 65535".to_owned(),
+                "u32" => "invalid u32: expected a whole number from 0 to 4294967295".to_owned(),
+                "u64" | "usize" => format!("invalid {ty}: expected a whole number of at least 0"),
+                "f64" | "f32" | "floating point" => format!("invalid {ty}: expected a number"),
+                other => format!("invalid {other}"),
+            },
+            Error::Unexpected { expected, .. } if *expected == "mapping start" => {
+                "expected a mapping (`key: value` entries)".to_owned()
+            }
+            Error::Unexpected { expected, .. } if *expected == "sequence start" => {
+                "expected a list (`- item` entries or `[a, b]`)".to_owned()
+            }
+            Error::MultipleDocuments { .. } => "a second YAML document starts here (after \
+                 `---`); a cluster file is one document"
+                .to_owned(),
+            Error::UnknownAnchor { .. } => "this alias (`*name`) refers to no anchor \
+                 (`&name`) defined before it"
+                .to_owned(),
+            other => return UserMessageFormatter.format_message(other),
+        };
+        Cow::Owned(owned)
     }
 }
 

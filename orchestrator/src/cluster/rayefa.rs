@@ -238,8 +238,9 @@ impl DurationValue {
     /// The duration, or why the text is not one.
     pub(crate) fn to_duration(&self) -> Result<Duration, String> {
         match self {
-            DurationValue::Seconds(secs) => Duration::try_from_secs_f64(*secs)
-                .map_err(|_| format!("`{secs}` is not a number of seconds")),
+            DurationValue::Seconds(secs) => {
+                crate::cli::check_duration_secs(&secs.to_string(), *secs)
+            }
             DurationValue::Text(text) => crate::cli::parse_duration(text),
         }
     }

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use super::finding::Finding;
-use super::rayefa::{DurationValue, EfaMode, RayefaSection};
+use super::rayefa::{DurationValue, EfaMode, RayefaSection, StepSetting, StepTuning};
 
 /// The port agents serve on unless `rayefa.agent_port` says otherwise.
 pub(crate) const DEFAULT_AGENT_PORT: u16 = 8700;
@@ -33,6 +33,10 @@ pub(crate) struct Settings {
     pub(crate) head_agent_timeout: Duration,
     /// How long `down` gives a node between the polite and the forced stop.
     pub(crate) stop_grace: Duration,
+    /// `down --timeout`: how long `down` waits for the nodes to stop, over the provider's own
+    /// setting (`rayefa.timeouts.stop_grace`, `rayefa.aws.terminate_timeout`). Never from the
+    /// file.
+    pub(crate) down_timeout: Option<Duration>,
     /// Whether setup commands that a step replaces are dropped.
     pub(crate) replace_setup_commands: bool,
     /// `rayefa.efa.mode`, for node types without EFA interfaces.
@@ -135,6 +139,7 @@ pub(crate) fn resolve(section: Option<&RayefaSection>, out: &mut Vec<Finding>) -
         ready_timeout,
         head_agent_timeout,
         stop_grace,
+        down_timeout: None,
         replace_setup_commands: section.replace_setup_commands.unwrap_or(true),
         efa_mode: section
             .efa
@@ -175,7 +180,7 @@ fn duration(
 /// before any node starts.
 pub(crate) fn check_section(section: &RayefaSection, out: &mut Vec<Finding>) {
     if let Some(steps) = &section.steps {
-        for name in steps.value.keys() {
+        for (name, setting) in &steps.value {
             if !STEP_NAMES.contains(&name.as_str()) {
                 out.push(Finding::error(
                     steps.referenced,
@@ -185,6 +190,9 @@ pub(crate) fn check_section(section: &RayefaSection, out: &mut Vec<Finding>) {
                         STEP_NAMES.join(", ")
                     ),
                 ));
+            }
+            if let StepSetting::Tuned(tuning) = setting {
+                step_tuning(tuning, steps.referenced, name, out);
             }
         }
     }
@@ -238,6 +246,15 @@ pub(crate) fn check_section(section: &RayefaSection, out: &mut Vec<Finding>) {
         }
     }
     if let Some(efa) = &section.efa {
+        if let Some(url) = &efa.installer_url
+            && !(url.value.starts_with("https://") || url.value.starts_with("http://"))
+        {
+            out.push(Finding::error(
+                url.referenced,
+                "rayefa.efa.installer_url",
+                "must be an http or https URL",
+            ));
+        }
         if let Some(sha) = &efa.installer_sha256
             && (sha.value.len() != 64 || !sha.value.chars().all(|c| c.is_ascii_hexdigit()))
         {
@@ -255,6 +272,30 @@ pub(crate) fn check_section(section: &RayefaSection, out: &mut Vec<Finding>) {
                  checksum belongs to the default installer",
             ));
         }
+    }
+}
+
+/// The limits the agent puts on a step's tuning (its configuration's `[steps.<name>]`).
+fn step_tuning(tuning: &StepTuning, at: Location, name: &str, out: &mut Vec<Finding>) {
+    let key = |field: &str| format!("rayefa.steps.{name}.{field}");
+    if tuning.timeout_secs == Some(0) {
+        out.push(Finding::error(
+            at,
+            key("timeout_secs"),
+            "must be at least 1",
+        ));
+    }
+    if tuning.attempts == Some(0) {
+        out.push(Finding::error(at, key("attempts"), "must be at least 1"));
+    }
+    if let Some(backoff) = tuning.backoff_secs
+        && !(0.0..=3600.0).contains(&backoff)
+    {
+        out.push(Finding::error(
+            at,
+            key("backoff_secs"),
+            "must be between 0 and 3600",
+        ));
     }
 }
 

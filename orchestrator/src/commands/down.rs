@@ -26,9 +26,7 @@ struct StoppedNode {
 pub(crate) async fn run(args: &DownArgs, output: Output) -> Result<ExitCode, Error> {
     let mut cluster = cluster::load(&args.cluster.file)?;
     output.findings(&cluster);
-    if let Some(timeout) = args.timeout {
-        cluster.settings.stop_grace = timeout;
-    }
+    cluster.settings.down_timeout = args.timeout;
     let provider = provider::for_cluster(&cluster).await?;
     let nodes = provider.list().await?;
     let stopped: Vec<Termination> = if nodes.is_empty() {

@@ -129,3 +129,90 @@ impl AgentClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A document a real agent served (recorded for the fuzz seeds).
+    const READY: &str = include_str!("../../../fuzz/seeds/status_document/ready.json");
+
+    #[test]
+    fn a_real_document_decodes() {
+        let document = decode_status(READY.as_bytes()).expect("decodes");
+        assert_eq!(document.state, rayefa_wire::NodeState::Ready);
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_whatever_it_holds() {
+        let mut body = READY.as_bytes().to_vec();
+        body.resize(MAX_STATUS_BYTES + 1, b' ');
+        assert_eq!(
+            decode_status(&body),
+            Err(PollError::TooLarge(MAX_STATUS_BYTES))
+        );
+        body.truncate(MAX_STATUS_BYTES);
+        assert!(
+            decode_status(&body).is_ok(),
+            "exactly the limit is accepted"
+        );
+    }
+
+    /// Serves one HTTP answer of `body_bytes` spaces after `{`, without a length (chunked),
+    /// and says how many bytes it managed to send.
+    fn endless_agent(body_bytes: usize) -> (SocketAddr, std::thread::JoinHandle<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                  transfer-encoding: chunked\r\n\r\n1\r\n{\r\n",
+            );
+            let chunk = vec![b' '; 64 * 1024];
+            let mut sent = 1;
+            while sent < body_bytes {
+                let head = format!("{:x}\r\n", chunk.len());
+                let wrote = stream
+                    .write_all(head.as_bytes())
+                    .and_then(|()| stream.write_all(&chunk))
+                    .and_then(|()| stream.write_all(b"\r\n"));
+                if wrote.is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+            sent
+        });
+        (address, server)
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_streams_past_the_limit_is_cut_off() {
+        let (address, server) = endless_agent(64 * MAX_STATUS_BYTES);
+        let client = AgentClient::new(Duration::from_secs(10)).expect("client");
+        assert_eq!(
+            client.status(address).await,
+            Err(PollError::TooLarge(MAX_STATUS_BYTES))
+        );
+        drop(client);
+        let sent = server.join().expect("server");
+        assert!(
+            sent < 64 * MAX_STATUS_BYTES,
+            "the whole {sent} bytes were read"
+        );
+    }
+
+    #[test]
+    fn a_newer_document_and_junk_are_refused() {
+        let newer = READY.replacen("\"api\": 1", "\"api\": 2", 1);
+        assert_eq!(decode_status(newer.as_bytes()), Err(PollError::NewerApi(2)));
+        assert!(matches!(
+            decode_status(b"<html>502 Bad Gateway</html>"),
+            Err(PollError::Decode(_))
+        ));
+    }
+}

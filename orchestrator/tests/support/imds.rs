@@ -252,9 +252,7 @@ fn metadata(state: &State, instance: &Instance, item: &str) -> Option<String> {
                 .interface_types
                 .get(node_type)
                 .and_then(|types| types.get(index));
-            let described = interfaces()[index]
-                .interface_type()
-                .map(|t| t.as_str().to_owned());
+            let described = interfaces()[index].interface_type().map(str::to_owned);
             declared.cloned().or(described)
         }
     }

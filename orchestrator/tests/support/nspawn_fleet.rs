@@ -554,6 +554,7 @@ fn container_systemd(nspawn: u32) -> Option<u32> {
 pub struct NspawnFleet {
     stop: Arc<AtomicBool>,
     nodes: Arc<Mutex<BTreeMap<String, Arc<Node>>>>,
+    errors: Arc<Mutex<Vec<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -562,14 +563,17 @@ impl NspawnFleet {
     pub fn start(moto_endpoint: &str, image: Image) -> NspawnFleet {
         let stop = Arc::new(AtomicBool::new(false));
         let nodes: Arc<Mutex<BTreeMap<String, Arc<Node>>>> = Arc::default();
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let endpoint = moto_endpoint.to_owned();
         let thread = {
-            let (stop, nodes) = (Arc::clone(&stop), Arc::clone(&nodes));
-            std::thread::spawn(move || watch(&endpoint, &image, &stop, &nodes))
+            let (stop, nodes, errors) =
+                (Arc::clone(&stop), Arc::clone(&nodes), Arc::clone(&errors));
+            std::thread::spawn(move || watch(&endpoint, &image, &stop, &nodes, &errors))
         };
         NspawnFleet {
             stop,
             nodes,
+            errors,
             thread: Some(thread),
         }
     }
@@ -594,7 +598,15 @@ impl NspawnFleet {
 
     /// Every node's diagnostics, for a failure message.
     pub fn diagnostics(&self) -> String {
-        self.nodes().iter().map(|n| n.diagnostics()).collect()
+        let mut text: String = self
+            .errors
+            .lock()
+            .expect("errors lock")
+            .iter()
+            .map(|e| format!("=== {e}\n"))
+            .collect();
+        text.extend(self.nodes().iter().map(|n| n.diagnostics()));
+        text
     }
 }
 
@@ -625,6 +637,7 @@ fn watch(
     image: &Image,
     stop: &AtomicBool,
     nodes: &Mutex<BTreeMap<String, Arc<Node>>>,
+    errors: &Mutex<Vec<String>>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -653,8 +666,24 @@ fn watch(
                     };
                     let user_data = runtime.block_on(user_data(&ec2, id));
                     let node = Arc::new(new_node(instance, id, address, user_data));
-                    node.prepare(image);
-                    node.start(image);
+                    // A node that cannot be set up is recorded (and torn down with the fleet)
+                    // rather than ending the watch, so that the test fails saying why.
+                    let set_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        node.prepare(image);
+                        node.start(image);
+                    }));
+                    if let Err(panic) = set_up {
+                        let why = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_default();
+                        errors.lock().expect("errors lock").push(format!(
+                            "{}: setting up the container failed: {why}",
+                            node.name
+                        ));
+                        node.stopping.store(true, Ordering::SeqCst);
+                    }
                     nodes
                         .lock()
                         .expect("nodes lock")

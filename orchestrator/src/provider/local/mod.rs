@@ -64,7 +64,10 @@ impl LocalProvider {
             first_address,
             port: cluster.settings.agent_port,
             agent_binary: process::find_agent_binary(local.agent_binary.as_deref()),
-            stop_grace: cluster.settings.stop_grace,
+            stop_grace: cluster
+                .settings
+                .down_timeout
+                .unwrap_or(cluster.settings.stop_grace),
         })
     }
 
