@@ -19,12 +19,14 @@ use rayefa_agent::harness::bench_makespan::{Makespan, Phase, bootstrap_edges, ru
 /// One step's phases as (label, units, under the lock).
 type Plan = Vec<(&'static str, Vec<(&'static str, f64, bool)>)>;
 
-fn nominal(efa_download: f64) -> Plan {
+/// The durations; `efa_fetch` is what install-efa does before it asks for the lock
+/// (download, SHA-256, signature, unpack).
+fn nominal(efa_fetch: (&'static str, f64)) -> Plan {
     vec![
         ("grow-root", vec![("grow", 1.0, false)]),
         (
             "install-efa",
-            vec![("download", efa_download, false), ("install", 40.0, true)],
+            vec![(efa_fetch.0, efa_fetch.1, false), ("install", 40.0, true)],
         ),
         ("probe-efa", vec![("probe", 0.0, false)]),
         (
@@ -43,7 +45,10 @@ fn units_of(plan: &Plan) -> BTreeMap<String, f64> {
 }
 
 /// The longest path through the graph, each step weighing the sum of its phases.
-fn critical_path(edges: &[(String, Vec<String>)], weight: &BTreeMap<String, f64>) -> (f64, Vec<String>) {
+fn critical_path(
+    edges: &[(String, Vec<String>)],
+    weight: &BTreeMap<String, f64>,
+) -> (f64, Vec<String>) {
     let mut finish: BTreeMap<&str, (f64, Vec<String>)> = BTreeMap::new();
     // `edges` is in graph order: every step after its dependencies.
     for (name, deps) in edges {
@@ -54,7 +59,10 @@ fn critical_path(edges: &[(String, Vec<String>)], weight: &BTreeMap<String, f64>
             .cloned()
             .unwrap_or((0.0, Vec::new()));
         path.push(name.clone());
-        finish.insert(name, (start + weight.get(name).copied().unwrap_or(0.0), path));
+        finish.insert(
+            name,
+            (start + weight.get(name).copied().unwrap_or(0.0), path),
+        );
     }
     finish
         .into_values()
@@ -144,16 +152,21 @@ fn main() {
         }
     }
     let unit = Duration::from_secs_f64(unit_ms / 1000.0);
-    println!("makespan: real engine, real graph and package lock, test steps; 1 unit = {unit_ms} ms\n");
+    println!(
+        "makespan: real engine, real graph and package lock, test steps; 1 unit = {unit_ms} ms\n"
+    );
     scenario(
         "the issue's durations (EFA download 20 units)",
-        &nominal(20.0),
+        &nominal(("download", 20.0)),
         unit,
         runs,
     );
+    // The tarball kept from an earlier attempt: only the SHA-256, signature and unpacking
+    // (1 unit) come before the lock, so both lock users ask for it at about the same time and
+    // the lock, not the graph, sets the pace: 45 units of locked work after grow-root.
     scenario(
-        "EFA tarball already on disk (download 0: kept from an earlier attempt or baked into the AMI)",
-        &nominal(0.0),
+        "EFA tarball already on disk (kept from an earlier attempt): verify + unpack 1 unit",
+        &nominal(("verify", 1.0)),
         unit,
         runs,
     );

@@ -2,5 +2,5 @@
 //! points into code that is otherwise `pub(crate)`. Not an API: nothing outside this
 //! repository should depend on it.
 #![doc(hidden)]
-pub mod fuzz;
 pub mod bench_makespan;
+pub mod fuzz;

@@ -390,3 +390,99 @@ fn fifty_sigkills_at_random_moments_never_rerun_a_done_step_nor_lose_the_journal
         started.elapsed().as_secs_f64()
     );
 }
+
+/// install-ray with no packages to install: the virtualenv alone, made by the real
+/// `python3 -m venv`; the setup command needs its pip.
+const VENV_BOOTSTRAP: &str = r#"
+[node]
+cluster_name = "it"
+role = "head"
+node_type = "head_node"
+
+[agent]
+listen = "{listen}"
+imds = false
+stop_grace_secs = 2
+
+[steps.grow-root]
+enabled = false
+[steps.install-efa]
+enabled = false
+[steps.probe-efa]
+enabled = false
+
+[packages]
+os = []
+python = []
+python_interpreter = "/usr/bin/python3"
+
+[environment]
+MARKS = "{marks}"
+
+[commands]
+setup = ["python -m pip --version >> $MARKS/pip"]
+start = ["true"]
+"#;
+
+/// The process whose command line has `-m venv` and `dir`, once it exists.
+fn wait_for_venv_process(dir: &std::path::Path, within: Duration) -> i32 {
+    let dir = dir.display().to_string();
+    let started = Instant::now();
+    loop {
+        let found = std::fs::read_dir("/proc").ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let argv: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                    .collect();
+                let venv = argv.windows(2).any(|w| w == ["-m", "venv"]) && argv.contains(&dir);
+                venv.then_some(pid)
+            })
+        });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(started.elapsed() < within, "python -m venv never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+#[ignore = "makes real virtualenvs (python3-venv), 10-40 s; run by tests/run"]
+fn a_kill_while_the_virtualenv_is_made_leaves_no_half_made_virtualenv() {
+    let node = Node::new("");
+    node.write_config(
+        &VENV_BOOTSTRAP
+            .replace("{listen}", &node.address.to_string())
+            .replace("{marks}", &node.path("marks").display().to_string()),
+    );
+    let venv = node.path("root/opt/rayefa/venv");
+    let mut crashing = CrashNode { node, agent: None };
+    crashing.spawn();
+    let maker = wait_for_venv_process(&venv, Duration::from_secs(30));
+    // Stopped once the interpreter is in place and before pip is: the half-made state a kill
+    // in the middle of `python -m venv` leaves.
+    let started = Instant::now();
+    while !venv.join("bin/python").exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no bin/python");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: kill(2) on the `python -m venv` this test's agent started, found by its
+    // command line naming this test's scratch folder.
+    assert_eq!(unsafe { libc::kill(maker, libc::SIGSTOP) }, 0);
+    assert!(
+        !venv.join("bin/pip").exists(),
+        "pip was in place before the kill; the machine was too quick for this test"
+    );
+    crashing.crash();
+
+    crashing.spawn();
+    let doc = crashing.node.wait_status(Duration::from_secs(120), |doc| {
+        doc["state"] == "ready" || doc["state"] == "failed"
+    });
+    assert_eq!(doc["state"], "ready", "{doc:#}\n{}", crashing.node.log());
+    assert_eq!(crashing.node.marks("pip"), 1, "the virtualenv has no pip");
+    crashing.stop();
+}

@@ -17,7 +17,7 @@ mod procs;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use attack::{Probes, Prober, Tally};
+use attack::{Prober, Probes, Tally};
 use support::{Node, kill, request, wait_exit};
 
 /// How long each attack lasts: longer than the agent's 5 s limit on a request head, so that
@@ -91,7 +91,9 @@ struct Figures {
 
 impl Figures {
     fn row(&self) -> String {
-        let ms = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
+        let ms = |d: Option<Duration>| {
+            d.map_or("-".to_owned(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
+        };
         format!(
             "| {} | {} | {} | {} | {}/{} | {:.1} | {:.1} | {} | {} |",
             self.attack,
@@ -231,7 +233,7 @@ fn the_agent_keeps_answering_healthz_under_hostile_clients() {
 
     figures.push(target.under("2,000 idle connections", || {
         let tally = Tally::default();
-        attack::idle_connections(address, 2000, ATTACK, &tally);
+        attack::idle_connections(address, 2000, Duration::from_millis(200), ATTACK, &tally);
         tally.summary()
     }));
 
@@ -259,7 +261,11 @@ fn the_agent_keeps_answering_healthz_under_hostile_clients() {
                                 for path in &paths {
                                     let (code, head) = ask(&target.node, method, path)
                                         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-                                    assert_eq!(code, expected(method, path), "{method} {path}:\n{head}");
+                                    assert_eq!(
+                                        code,
+                                        expected(method, path),
+                                        "{method} {path}:\n{head}"
+                                    );
                                     if code == 405 {
                                         assert!(
                                             head.to_ascii_lowercase().contains("allow: get, head"),
@@ -299,7 +305,9 @@ fn the_agent_keeps_answering_healthz_under_hostile_clients() {
     );
     for f in &figures {
         assert!(
-            f.probes.median().is_some_and(|median| median < MEDIAN_BOUND),
+            f.probes
+                .median()
+                .is_some_and(|median| median < MEDIAN_BOUND),
             "{}: median /healthz {:?} (None: most probes failed; failures: {} of {}, e.g. {:?})",
             f.attack,
             f.probes.median(),
@@ -312,4 +320,42 @@ fn the_agent_keeps_answering_healthz_under_hostile_clients() {
         peak < PEAK_RSS_BOUND_KIB,
         "peak RSS {peak} KiB over {PEAK_RSS_BOUND_KIB} KiB"
     );
+}
+
+#[test]
+fn a_full_server_closes_its_oldest_connection_for_a_new_client() {
+    raise_nofile();
+    let node = Node::new("[commands]\nstart = [\"true\"]\n");
+    let config = std::fs::read_to_string(node.config()).expect("config");
+    node.write_config(&config.replace(
+        "stop_grace_secs = 2",
+        "stop_grace_secs = 2\nmax_connections = 8",
+    ));
+    let mut agent = node.spawn();
+    node.wait_status(Duration::from_secs(10), |_| true);
+
+    let tally = Tally::default();
+    let mut hogs: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| attack::connect(node.address, &tally).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let (code, _) = request(
+            node.address,
+            b"GET /healthz HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n",
+        )
+        .expect("served while every slot is held");
+        assert_eq!(code, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let closed: Vec<bool> = hogs.iter_mut().map(attack::closed).collect();
+    // Each request that found every slot held closed the oldest silent connection; one that
+    // came after its predecessor let go of its slot took that one.
+    let made_room = closed.iter().take_while(|c| **c).count();
+    assert!(
+        (1..=3).contains(&made_room) && closed[made_room..].iter().all(|c| !c),
+        "not the oldest first: {closed:?}"
+    );
+    kill(&mut agent, libc::SIGTERM);
+    wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
 }

@@ -32,9 +32,11 @@ fn main() {
     let mut sizes = vec![96usize, 1000];
     let mut interval = Duration::from_secs(1);
     let mut rounds = 5usize;
-    let mut agent = std::env::var_os("RAYEFA_AGENT").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/rayefa-agent")
-    });
+    let mut agent = std::env::var_os("RAYEFA_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/rayefa-agent")
+        });
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -55,15 +57,20 @@ fn main() {
             _ => {}
         }
     }
-    let agent = agent
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("{}: {e}; build it with `cargo build --release -p rayefa-agent`", agent.display()));
+    let agent = agent.canonicalize().unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build it with `cargo build --release -p rayefa-agent`",
+            agent.display()
+        )
+    });
     raise_open_files();
     println!(
         "polling: real poller, real agents ({}), {} cores, load {}",
         agent.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     for nodes in sizes {
         let available = mem_available_mib();
@@ -82,17 +89,27 @@ fn bench(agent: &Path, nodes: usize, interval: Duration, rounds: usize) {
     let work = std::env::temp_dir().join(format!("rayefa-polling-{}-{nodes}", std::process::id()));
     std::fs::create_dir_all(&work).expect("work directory");
     let gate_path = work.join("gate");
-    let gate = Flock::lock(File::create(&gate_path).expect("gate"), FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .expect("hold the gate");
+    let gate = Flock::lock(
+        File::create(&gate_path).expect("gate"),
+        FlockArg::LockExclusive,
+    )
+    .map_err(|(_, e)| e)
+    .expect("hold the gate");
 
     let started = Instant::now();
     let mut fleet = Fleet::default();
     let mut addresses = Vec::with_capacity(nodes);
     for i in 0..nodes {
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 77, 0, 1)) + u32::try_from(i).expect("index"));
+        let ip = Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(127, 77, 0, 1)) + u32::try_from(i).expect("index"),
+        );
         let address = SocketAddr::from((ip, PORT));
-        fleet.0.push(spawn(agent, &work.join(format!("node-{i}")), address, &gate_path));
+        fleet.0.push(spawn(
+            agent,
+            &work.join(format!("node-{i}")),
+            address,
+            &gate_path,
+        ));
         addresses.push(address);
     }
     let mut poller = Poller::new(&addresses, interval).expect("poller");
@@ -138,7 +155,10 @@ fn bench(agent: &Path, nodes: usize, interval: Duration, rounds: usize) {
     let lags: Vec<i64> = report
         .nodes
         .iter()
-        .filter_map(|n| n.ready_unix_ms.map(|r| n.reported_unix_ms as i64 - r as i64))
+        .filter_map(|n| {
+            n.ready_unix_ms
+                .map(|r| n.reported_unix_ms as i64 - r as i64)
+        })
         .collect();
     println!(
         "wait: {} after {} rounds; {} nodes reported ready",
@@ -147,7 +167,9 @@ fn bench(agent: &Path, nodes: usize, interval: Duration, rounds: usize) {
         report.nodes.len()
     );
     if let Some(last) = last {
-        let lag = last.ready_unix_ms.map_or(-1, |r| last.reported_unix_ms as i64 - r as i64);
+        let lag = last
+            .ready_unix_ms
+            .map_or(-1, |r| last.reported_unix_ms as i64 - r as i64);
         println!(
             "last node to turn ready ({}): reported {lag} ms after it was ready (target <= {} ms); worst lag over all nodes {} ms",
             last.agent,

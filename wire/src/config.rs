@@ -62,7 +62,8 @@ pub struct AgentSection {
     pub imds_endpoint: Option<String>,
     /// Seconds children get between SIGTERM and SIGKILL when the agent stops.
     pub stop_grace_secs: Option<u64>,
-    /// The most connections the status server holds open at once.
+    /// The most connections the status server holds open at once; when full, the oldest is
+    /// closed to make room for a new one.
     pub max_connections: Option<usize>,
     /// Whether to publish the node's state as tags on its own EC2 instance (default: yes when
     /// the metadata service names an instance); `false` turns it off.

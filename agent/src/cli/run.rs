@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rayefa_wire::{API_VERSION, NodeIdentity, NodeState, StatusDocument};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -72,8 +71,7 @@ async fn daemon(root: HostRoot, settings: Settings) -> CommandResult {
     });
 
     let listen = settings.agent.listen;
-    let listener = TcpListener::bind(listen)
-        .await
+    let listener = serve::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))
         .map_err(|e| CliError::new(Exit::Environment, e))?;
     tracing::info!(%listen, node_type = settings.node.node_type, role = %settings.node.role, "serving status");

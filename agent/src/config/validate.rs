@@ -121,7 +121,7 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
         "state_dir",
         agent.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR),
     )?;
-    let max_connections = agent.max_connections.unwrap_or(256);
+    let max_connections = agent.max_connections.unwrap_or(4096);
     if max_connections == 0 {
         return Err(origin.invalid("agent", "max_connections", "must be at least 1"));
     }

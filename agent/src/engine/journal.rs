@@ -123,11 +123,18 @@ impl Journal {
         };
         let bytes = serde_json::to_vec_pretty(&doc)
             .map_err(|e| io_err("serialise", io::Error::other(e)))?;
-        let mut file = File::create(&tmp).map_err(|e| io_err("create", e))?;
-        file.write_all(&bytes).map_err(|e| io_err("write", e))?;
-        file.sync_all().map_err(|e| io_err("sync", e))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(|e| io_err("replace", e))?;
+        let written = File::create(&tmp)
+            .map_err(|e| io_err("create", e))
+            .and_then(|mut file| {
+                file.write_all(&bytes).map_err(|e| io_err("write", e))?;
+                file.sync_all().map_err(|e| io_err("sync", e))
+            })
+            .and_then(|()| fs::rename(&tmp, &path).map_err(|e| io_err("replace", e)));
+        if let Err(err) = written {
+            // A half-written copy on a full disk would only keep the space the next save needs.
+            let _ = fs::remove_file(&tmp);
+            return Err(err);
+        }
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| io_err("sync the directory of", e))?;

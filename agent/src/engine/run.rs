@@ -49,6 +49,10 @@ pub(crate) struct Engine {
     pub(crate) on_reboot: RebootPolicy,
 }
 
+/// How often a journal that could not be written (a full disk) is tried again once the
+/// bootstrap is over and no transition will write it.
+const JOURNAL_RETRY: Duration = Duration::from_secs(5);
+
 /// Applies transitions to the status document and writes the journal after each.
 #[derive(Clone)]
 struct Recorder {
@@ -56,7 +60,8 @@ struct Recorder {
     journal: Journal,
     pending_reboot: Arc<Mutex<Option<PendingReboot>>>,
     boot_id: String,
-    write: Arc<Mutex<()>>,
+    /// Serialises writes; holds the warning of the last write when it failed.
+    write: Arc<Mutex<Option<String>>>,
 }
 
 impl Recorder {
@@ -75,8 +80,9 @@ impl Recorder {
         result
     }
 
-    fn persist(&self) {
-        let _serialised = self.write.lock().unwrap_or_else(|p| p.into_inner());
+    /// Writes the journal; false when it could not be written (the status then says why).
+    fn persist(&self) -> bool {
+        let mut failed = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let doc = JournalDoc {
             version: 0,
             steps: self.board.snapshot().steps,
@@ -87,15 +93,55 @@ impl Recorder {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         };
-        if let Err(err) = self.journal.save(&doc) {
-            tracing::error!("{err}");
-            let warning = err.to_string();
-            self.board.update(|doc| {
-                if !doc.warnings.contains(&warning) {
-                    doc.warnings.push(warning);
+        match self.journal.save(&doc) {
+            Ok(()) => {
+                if let Some(resolved) = failed.take() {
+                    tracing::info!("journal written again");
+                    self.board
+                        .update(|doc| doc.warnings.retain(|w| *w != resolved));
                 }
-            });
+                true
+            }
+            Err(err) => {
+                let warning = err.to_string();
+                // Once per distinct failure: the retries after the bootstrap would repeat it.
+                if failed.as_deref() != Some(warning.as_str()) {
+                    tracing::error!("{err}");
+                }
+                self.board.update(|doc| {
+                    if let Some(earlier) = &*failed {
+                        doc.warnings.retain(|w| w != earlier);
+                    }
+                    if !doc.warnings.contains(&warning) {
+                        doc.warnings.push(warning.clone());
+                    }
+                });
+                *failed = Some(warning);
+                false
+            }
         }
+    }
+
+    /// Keeps trying to write a journal the last write could not, until one succeeds: after
+    /// the bootstrap no transition would write it, and a restart would redo finished steps.
+    fn keep_saving_if_unsaved(&self) {
+        let unsaved = self
+            .write
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !unsaved {
+            return;
+        }
+        let recorder = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(JOURNAL_RETRY).await;
+                if recorder.persist() {
+                    return;
+                }
+            }
+        });
     }
 
     fn node_state(&self, state: NodeState) {
@@ -145,7 +191,7 @@ impl Engine {
             journal: self.journal.clone(),
             pending_reboot: Arc::new(Mutex::new(None)),
             boot_id: current_boot_id(&self.root),
-            write: Arc::new(Mutex::new(())),
+            write: Arc::new(Mutex::new(None)),
         };
         if let Some(pending) = pending_reboot {
             if pending.boot_id == current_boot_id(&self.root) {
@@ -195,7 +241,9 @@ impl Engine {
         if let Some(step) = reboot_for {
             return self.reboot(&recorder, step).await;
         }
-        self.finish(&recorder)
+        let end = self.finish(&recorder);
+        recorder.keep_saving_if_unsaved();
+        end
     }
 
     /// Starts every pending step whose dependencies are satisfied; true when a step was

@@ -123,10 +123,8 @@ impl Scratch {
     fn new() -> Result<Self, String> {
         static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "rayefa-makespan-{}-{run}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("rayefa-makespan-{}-{run}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(Self(dir))
     }

@@ -80,7 +80,10 @@ impl GroupRecords {
         let mut running = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            let pgid = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
+            let pgid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok());
             let record = std::fs::read_to_string(&path).unwrap_or_default();
             let _ = std::fs::remove_file(&path);
             if let Some(pgid) = pgid
@@ -93,12 +96,14 @@ impl GroupRecords {
         let mut stopped = Vec::new();
         for pgid in running {
             if killpg(Pid::from_raw(pgid), Signal::SIGTERM).is_ok() {
-                stopped.push(Leftover { pgid, killed: false });
+                stopped.push(Leftover {
+                    pgid,
+                    killed: false,
+                });
             }
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while stopped.iter().any(|l| group_exists(l.pgid))
-            && tokio::time::Instant::now() < deadline
+        while stopped.iter().any(|l| group_exists(l.pgid)) && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -134,8 +139,8 @@ fn group_exists(pgid: i32) -> bool {
 
 /// The start time of process `pid` in clock ticks since boot (`/proc/PID/stat` field 22).
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
-        .ok()?;
+    let stat =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses; fields after it do not.
     let after_name = &stat[stat.rfind(')')? + 1..];
     after_name.split_whitespace().nth(19)?.parse().ok()
@@ -181,7 +186,12 @@ mod tests {
         );
         assert!(!group_exists(pgid), "the background sleep survived");
         assert!(!records.file(pgid).exists());
-        assert!(records.stop_leftovers(Duration::from_secs(1)).await.is_empty());
+        assert!(
+            records
+                .stop_leftovers(Duration::from_secs(1))
+                .await
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -209,9 +219,19 @@ mod tests {
         std::fs::create_dir_all(&records.dir).expect("dir");
         let started = start_time(pgid).expect("start time");
         std::fs::write(records.file(pgid), format!("another-boot\n{started}\n")).expect("write");
-        assert!(records.stop_leftovers(Duration::from_secs(1)).await.is_empty());
+        assert!(
+            records
+                .stop_leftovers(Duration::from_secs(1))
+                .await
+                .is_empty()
+        );
         std::fs::write(records.file(pgid), format!("\n{}\n", started + 1)).expect("write");
-        assert!(records.stop_leftovers(Duration::from_secs(1)).await.is_empty());
+        assert!(
+            records
+                .stop_leftovers(Duration::from_secs(1))
+                .await
+                .is_empty()
+        );
         assert!(group_exists(pgid));
         assert!(!records.file(pgid).exists(), "a stale record is forgotten");
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);

@@ -5,13 +5,14 @@ mod routes;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +38,19 @@ struct Connections {
 }
 
 impl Connections {
-    fn open(&mut self) -> (u64, CancellationToken) {
+    /// The next connection's number: connections are as old as their accept, whatever order
+    /// their tasks run in.
+    fn number(&mut self) -> u64 {
         let id = self.next;
         self.next += 1;
+        id
+    }
+
+    /// Connection `id` holds a slot now and may be closed to make room.
+    fn open(&mut self, id: u64) -> CancellationToken {
         let close = CancellationToken::new();
         self.by_age.insert(id, close.clone());
-        (id, close)
+        close
     }
 
     fn closed(&mut self, id: u64) {
@@ -55,6 +63,24 @@ impl Connections {
             close.cancel();
         }
     }
+}
+
+/// The listening socket's queue of connections not yet accepted. The default (128) fills in
+/// one burst of connections while the agent waits for a CPU on a busy node; a client whose
+/// connection finds it full waits a whole SYN retransmission (1 s) before it is even queued.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `address` with [`LISTEN_BACKLOG`].
+pub(crate) fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // A restarted agent must not wait for its predecessor's connections to leave TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `board` on `listener` until `stop` is cancelled.
@@ -81,11 +107,15 @@ pub(crate) async fn serve(
             }
         };
         let ready = permits.clone().try_acquire_owned().ok();
-        if ready.is_none() {
-            tracing::debug!(%peer, "{max_connections} connections open: closing the oldest");
-            lock(&connections).close_oldest();
-        }
-        let (id, close) = lock(&connections).open();
+        let (id, mut close) = {
+            let mut open = lock(&connections);
+            let id = open.number();
+            if ready.is_none() {
+                tracing::debug!(%peer, "{max_connections} connections open: closing the oldest");
+                open.close_oldest();
+            }
+            (id, ready.is_some().then(|| open.open(id)))
+        };
         let connections = connections.clone();
         let permits = permits.clone();
         let board = board.clone();
@@ -98,12 +128,13 @@ pub(crate) async fn serve(
                 Some(permit) => permit,
                 None => match tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned()).await {
                     Ok(Ok(permit)) => permit,
-                    _ => {
-                        lock(&connections).closed(id);
-                        return;
-                    }
+                    _ => return,
                 },
             };
+            // Only connections holding a slot are candidates for closing.
+            let close = close
+                .get_or_insert_with(|| lock(&connections).open(id))
+                .clone();
             let service = service_fn(move |request| {
                 let board = board.clone();
                 async move { Ok::<_, Infallible>(routes::answer(&request, &board)) }

@@ -150,9 +150,16 @@ pub fn connect(address: SocketAddr, tally: &Tally) -> Option<TcpStream> {
     Some(stream)
 }
 
-/// Keeps `count` connections open and silent for `length`, opening a new one for each the
-/// agent closes, as an attacker holding the agent's slots would.
-pub fn idle_connections(address: SocketAddr, count: usize, length: Duration, tally: &Tally) {
+/// Keeps `count` connections open and silent for `length`, looking every `sweep` for those
+/// the agent closed and opening a new one for each, as an attacker holding the agent's slots
+/// would.
+pub fn idle_connections(
+    address: SocketAddr,
+    count: usize,
+    sweep: Duration,
+    length: Duration,
+    tally: &Tally,
+) {
     let until = Instant::now() + length;
     let mut streams: Vec<Option<TcpStream>> = Vec::with_capacity(count);
     while streams.len() < count && Instant::now() < until {
@@ -168,7 +175,7 @@ pub fn idle_connections(address: SocketAddr, count: usize, length: Duration, tal
                 *slot = connect(address, tally);
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(sweep);
     }
 }
 

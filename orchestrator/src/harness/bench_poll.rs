@@ -10,9 +10,7 @@ use async_trait::async_trait;
 use rayefa_wire::Role;
 
 use crate::cluster::settings::PollPolicy;
-use crate::provider::{
-    LaunchRequest, Lifecycle, NodeRecord, Provider, ProviderError, Termination,
-};
+use crate::provider::{LaunchRequest, Lifecycle, NodeRecord, Provider, ProviderError, Termination};
 use crate::view::Progress;
 use crate::wait::client::AgentClient;
 use crate::wait::node::{NodeWatch, Verdict};

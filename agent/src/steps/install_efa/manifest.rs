@@ -149,15 +149,19 @@ fn is_version(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || ".-_+~".contains(c))
 }
 
-/// The start of `text` for an error message, control characters shown escaped.
+/// The start of `text` for an error message, control characters shown escaped: at most
+/// [`QUOTE_CHARS`] characters as shown (an escape such as `\u{18}` counts as what it shows).
 fn quote(text: &str) -> String {
-    let mut shown: String = text
-        .chars()
-        .take(QUOTE_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().nth(QUOTE_CHARS).is_some() {
-        shown.push('…');
+    let mut shown = String::new();
+    let mut length = 0;
+    for c in text.chars() {
+        let escaped: String = c.escape_debug().collect();
+        length += escaped.chars().count();
+        if length > QUOTE_CHARS {
+            shown.push('…');
+            break;
+        }
+        shown.push_str(&escaped);
     }
     shown
 }
@@ -243,6 +247,22 @@ mod tests {
         assert!(found.starts_with("\\u{1b}[31m"));
         assert!(found.ends_with('…'));
         assert!(found.chars().count() < 120);
+    }
+
+    /// Found by the efa_manifest fuzz target: 80 control characters quoted as 640.
+    #[test]
+    fn a_line_of_control_characters_is_quoted_short() {
+        let mut bytes = b"\n\nli".to_vec();
+        bytes.extend([0x18; 115]);
+        bytes.extend(b"bfa\r\n\xca\xcb\xdb1\n");
+        let text = String::from_utf8_lossy(&bytes);
+        let Err(ManifestError::NoVersionLine { line, found }) = Manifest::parse(&text) else {
+            panic!("parsed");
+        };
+        assert_eq!(line, 3);
+        assert!(found.starts_with("li\\u{18}"), "{found}");
+        assert!(found.ends_with('…'), "{found}");
+        assert!(found.chars().count() <= QUOTE_CHARS + 1, "{found}");
     }
 
     #[test]

@@ -26,21 +26,34 @@ pub(super) struct Requirements {
     pub(super) versions: BTreeMap<String, Option<String>>,
 }
 
-/// Whether the virtualenv has its interpreter.
+/// Written into the virtualenv once `python -m venv` has finished. The interpreter appears
+/// long before pip does, so a virtualenv without this file was interrupted (the agent crashed
+/// or was stopped while making it) and may have no pip.
+const COMPLETE_MARKER: &str = ".rayefa-complete";
+
+/// Whether the virtualenv was made to the end.
 pub(super) fn venv_exists(ctx: &StepContext) -> bool {
-    venv::python(ctx).is_file()
+    venv::python(ctx).is_file() && venv::dir(ctx).join(COMPLETE_MARKER).is_file()
 }
 
-/// Creates the virtualenv with the configured interpreter.
+/// Creates the virtualenv with the configured interpreter, afresh (`--clear`) over what an
+/// interrupted attempt left.
 pub(super) async fn create_venv(ctx: &StepContext) -> Result<(), StepError> {
     let dir = venv::dir(ctx);
     ctx.activity(format!("creating the virtualenv {}", dir.display()));
-    let spec = CommandSpec::new(&ctx.settings.packages.python_interpreter)
-        .args(["-m", "venv"])
-        .arg(dir.display().to_string());
+    let mut spec = CommandSpec::new(&ctx.settings.packages.python_interpreter).args(["-m", "venv"]);
+    if dir.exists() {
+        ctx.log
+            .note("# the virtualenv was not finished by an earlier attempt: making it afresh");
+        spec = spec.arg("--clear");
+    }
+    let spec = spec.arg(dir.display().to_string());
     let outcome = ctx.run(spec.clone()).await?;
     if outcome.success() {
-        Ok(())
+        let marker = dir.join(COMPLETE_MARKER);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&marker, ""))
+            .map_err(|e| StepError::Io(format!("cannot write {}: {e}", marker.display())))
     } else {
         // A missing venv module or ensurepip (Debian without python3-venv) stays missing.
         Err(StepError::command(&spec, &outcome, false))

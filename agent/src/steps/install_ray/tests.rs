@@ -20,6 +20,7 @@ fn scratch_root(os_release: &str) -> tempfile::TempDir {
     let bin = root.path().join("opt/rayefa/venv/bin");
     std::fs::create_dir_all(&bin).expect("bin");
     std::fs::write(bin.join("python"), "").expect("python");
+    std::fs::write(root.path().join("opt/rayefa/venv/.rayefa-complete"), "").expect("marker");
     root
 }
 
