@@ -11,74 +11,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rayefa_test_support::catalogue::{Catalogue, Expected, diff, run_in_clean_environment};
+
 const AGENT: &str = env!("CARGO_BIN_EXE_rayefa-agent");
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad-config")
-}
-
-/// What a case must produce.
-struct Expected {
-    code: i32,
-    stderr: String,
-}
-
-/// Reads `<name>.expected`: `exit N` on the first line, then stderr.
-fn expected(path: &Path, dir: &Path) -> Expected {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e} (every fixture needs one)", path.display()));
-    let (first, stderr) = text.split_once('\n').unwrap_or((&text, ""));
-    let code = first
-        .strip_prefix("exit ")
-        .and_then(|c| c.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{}: the first line must be `exit N`", path.display()));
-    Expected {
-        code,
-        stderr: stderr.replace("{DIR}", &dir.display().to_string()),
-    }
-}
-
-/// Runs `rayefa-agent --config FILE --root ROOT COMMAND` with an environment that cannot
-/// change the outcome; exit code and stderr.
-fn agent(config: &Path, root: &Path, command: &str) -> (i32, String) {
-    let output = Command::new(AGENT)
-        .arg("--config")
-        .arg(config)
-        .arg("--root")
-        .arg(root)
-        .arg(command)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .output()
-        .expect("rayefa-agent runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+fn catalogue() -> Catalogue {
+    Catalogue::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad-config"),
+        "toml",
     )
-}
-
-/// A readable difference between two texts, line by line (`-` expected, `+` actual).
-fn diff(expected: &str, actual: &str) -> String {
-    let want: Vec<&str> = expected.lines().collect();
-    let got: Vec<&str> = actual.lines().collect();
-    let mut out = String::new();
-    for i in 0..want.len().max(got.len()) {
-        match (want.get(i), got.get(i)) {
-            (Some(w), Some(g)) if w == g => out.push_str(&format!("  {w}\n")),
-            (w, g) => {
-                if let Some(w) = w {
-                    out.push_str(&format!("- {w}\n"));
-                }
-                if let Some(g) = g {
-                    out.push_str(&format!("+ {g}\n"));
-                }
-            }
-        }
-    }
-    if expected.ends_with('\n') != actual.ends_with('\n') {
-        out.push_str("(the texts differ in their final line break)\n");
-    }
-    out
 }
 
 /// Checks one configuration against what it must produce; a description of each mismatch.
@@ -86,12 +27,23 @@ fn check(name: &str, config: &Path, want: &Expected) -> Vec<String> {
     let mut failures = Vec::new();
     for command in ["plan", "run"] {
         let root = tempfile::tempdir().expect("root");
-        let (code, stderr) = agent(config, root.path(), command);
-        if code != want.code || stderr != want.stderr {
+        // `rayefa-agent --config FILE --root ROOT COMMAND`, in an environment that cannot
+        // change the outcome.
+        let ran = run_in_clean_environment(
+            Command::new(AGENT)
+                .arg("--config")
+                .arg(config)
+                .arg("--root")
+                .arg(root.path())
+                .arg(command),
+            &[],
+        );
+        if ran.code != want.code || ran.stderr != want.stderr {
             failures.push(format!(
-                "{name} ({command}): exit {code}, wanted {}\n{}",
+                "{name} ({command}): exit {}, wanted {}\n{}",
+                ran.code,
                 want.code,
-                diff(&want.stderr, &stderr)
+                diff(&want.stderr, &ran.stderr)
             ));
         }
         let created: Vec<_> = std::fs::read_dir(root.path())
@@ -110,60 +62,12 @@ fn check(name: &str, config: &Path, want: &Expected) -> Vec<String> {
 
 #[test]
 fn every_bad_configuration_in_the_catalogue_is_refused_with_its_exact_message() {
-    let dir = fixtures();
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("fixtures")
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".toml").map(str::to_owned)
-        })
-        .collect();
-    names.sort();
-    assert!(names.len() >= 40, "the catalogue shrank: {}", names.len());
-    // Cases are independent processes: spread them over the cores.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let failures: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = names
-            .chunks(names.len().div_ceil(workers))
-            .map(|chunk| {
-                let dir = &dir;
-                scope.spawn(move || {
-                    let mut failures = Vec::new();
-                    for name in chunk {
-                        let want = expected(&dir.join(format!("{name}.expected")), dir);
-                        failures.extend(check(name, &dir.join(format!("{name}.toml")), &want));
-                    }
-                    failures
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a checking thread panicked"))
-            .collect()
-    });
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n\n{}",
-        failures.len(),
-        names.len(),
-        failures.join("\n")
-    );
+    catalogue().assert_every_case(40, check);
 }
 
 #[test]
 fn every_expectation_has_its_fixture() {
-    let dir = fixtures();
-    for entry in std::fs::read_dir(&dir).expect("fixtures").flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".expected") {
-            assert!(
-                dir.join(format!("{stem}.toml")).exists(),
-                "{name} has no {stem}.toml"
-            );
-        }
-    }
+    catalogue().assert_every_expectation_has_its_input();
 }
 
 /// Inputs that are not worth a file in the repository: too big, or not a file at all.

@@ -12,22 +12,16 @@
 
 mod support;
 
-#[path = "support/loopdev.rs"]
-mod loopdev;
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use libc::{SIGKILL, SIGSTOP, SIGTERM};
 use serde_json::Value;
 
-use loopdev::{LoopDisk, MIB, df_bytes, xfs_data_bytes};
-use support::{Node, get, kill, wait_exit};
-
-/// The environment variable that marks every process of one test's agents (the agent passes
-/// its environment on to every command), so that cleanup finds exactly those, by process id.
-const TAG: &str = "RAYEFA_E2E_SCRATCH";
+use rayefa_test_support::loopdev::{LoopDisk, MIB, df_bytes, xfs_data_bytes};
+use rayefa_test_support::procs::wait_for_process;
+use support::{Node, get, kill, procs, wait_exit};
 
 /// The image as made, and as enlarged before the agent starts (an EBS volume grown by 200 MiB).
 const IMAGE_BYTES: u64 = 400 * MIB;
@@ -98,20 +92,7 @@ impl DiskNode {
     /// Starts `rayefa-agent run`, tagged, its stderr appended to `agent.log`.
     fn spawn(&mut self) {
         assert!(self.agent.is_none(), "an agent is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.node.path("agent.log"))
-            .expect("log");
-        let child = self
-            .node
-            .command(&["run"])
-            .env(TAG, self.node.dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("agent starts");
-        self.agent = Some(child);
+        self.agent = Some(self.node.spawn_tagged());
     }
 
     /// SIGTERM, and the agent must exit 0.
@@ -128,7 +109,7 @@ impl DiskNode {
         let mut agent = self.agent.take().expect("an agent");
         kill(&mut agent, SIGKILL);
         wait_exit(&mut agent, Duration::from_secs(10)).expect("killed");
-        kill_tagged(self.node.dir.path());
+        procs::kill_tagged(self.node.dir.path());
     }
 
     /// Waits for `/readyz` to answer 200; the status document then.
@@ -166,49 +147,8 @@ impl DiskNode {
 
 impl Drop for DiskNode {
     fn drop(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-        kill_tagged(self.node.dir.path());
+        procs::kill_agent_and_tagged(self.agent.take(), self.node.dir.path());
         // `disk` then unmounts and detaches, and `node` removes the folder.
-    }
-}
-
-/// The processes (other than this one) whose environment carries [`TAG`] for `scratch`: the
-/// agents of one test and every command they started.
-fn tagged(scratch: &Path) -> Vec<i32> {
-    let wanted = format!("{TAG}={}", scratch.display()).into_bytes();
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == wanted.as_slice()))
-        })
-        .filter_map(|pid| i32::try_from(pid).ok())
-        .collect()
-}
-
-/// Kills every process [`tagged`] for `scratch` and waits until they are gone.
-fn kill_tagged(scratch: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pids = tagged(scratch);
-        if pids.is_empty() || Instant::now() > deadline {
-            return;
-        }
-        for pid in pids {
-            // SAFETY: kill(2) on a process id just read from /proc whose environment carries
-            // this test's own tag: a process this test's agent started.
-            unsafe { libc::kill(pid, SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -216,31 +156,13 @@ fn kill_tagged(scratch: &Path) {
 /// exists.
 fn wait_for_pip(python: &Path, within: Duration, node: &Node) -> i32 {
     let python = python.display().to_string();
-    let start = Instant::now();
-    loop {
-        let found = std::fs::read_dir("/proc").ok().and_then(|entries| {
-            entries.flatten().find_map(|e| {
-                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-                let argv: Vec<String> = cmdline
-                    .split(|b| *b == 0)
-                    .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                    .collect();
-                let is_pip = argv.first() == Some(&python)
-                    && argv.windows(3).any(|w| w == ["-m", "pip", "install"]);
-                is_pip.then_some(pid)
-            })
-        });
-        if let Some(pid) = found {
-            return pid;
-        }
-        assert!(
-            start.elapsed() < within,
-            "pip install never started; agent log:\n{}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_process(
+        |argv| {
+            argv.first() == Some(&python) && argv.windows(3).any(|w| w == ["-m", "pip", "install"])
+        },
+        within,
+        || format!("pip install never started; agent log:\n{}", node.log()),
+    )
 }
 
 fn step_of(doc: &Value, name: &str) -> Value {

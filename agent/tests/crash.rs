@@ -17,17 +17,16 @@
 
 mod support;
 
-#[path = "support/procs.rs"]
-mod procs;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use support::{Node, get, kill, wait_exit};
+use rayefa_test_support::files::write_executable;
+use rayefa_test_support::procs::wait_for_process;
+use support::{Node, kill, procs, wait_exit};
 
 /// Kills that land during a bootstrap (kills after one finished are counted apart).
 const KILLS: usize = 50;
@@ -77,10 +76,7 @@ impl CrashNode {
     fn new() -> Self {
         let dir_probe = Node::new("");
         let script = dir_probe.path("run-command");
-        std::fs::write(&script, RUN_COMMAND).expect("script");
-        let mut permissions = std::fs::metadata(&script).expect("meta").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-        std::fs::set_permissions(&script, permissions).expect("chmod");
+        write_executable(&script, RUN_COMMAND);
         let list = |step: &str, skip_first: bool| -> String {
             let (_, commands) = COMMANDS
                 .iter()
@@ -113,19 +109,7 @@ impl CrashNode {
 
     fn spawn(&mut self) {
         assert!(self.agent.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.node.path("agent.log"))
-            .expect("log");
-        let mut command = self.node.command(&["run"]);
-        procs::tag(&mut command, self.node.dir.path());
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("agent starts");
-        self.agent = Some(child);
+        self.agent = Some(self.node.spawn_tagged());
     }
 
     /// SIGKILL; the commands the agent was running are left alone, as systemd leaves them.
@@ -206,11 +190,7 @@ impl CrashNode {
 
 impl Drop for CrashNode {
     fn drop(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-        procs::kill_tagged(self.node.dir.path());
+        procs::kill_agent_and_tagged(self.agent.take(), self.node.dir.path());
     }
 }
 
@@ -220,13 +200,14 @@ struct Footprint {
     runs: BTreeMap<String, usize>,
 }
 
-fn succeeded_steps(journal: &Value) -> Vec<String> {
+/// The names of the journal's steps in `state`.
+fn steps_in(journal: &Value, state: &str) -> Vec<String> {
     journal["steps"]
         .as_array()
         .map(|steps| {
             steps
                 .iter()
-                .filter(|s| s["state"] == "succeeded")
+                .filter(|s| s["state"] == state)
                 .filter_map(|s| s["name"].as_str().map(str::to_owned))
                 .collect()
         })
@@ -258,8 +239,7 @@ fn assert_not_rerun(node: &CrashNode, done: &BTreeMap<String, Footprint>, when: 
 fn assert_ends_ready(node: &CrashNode, done: &BTreeMap<String, Footprint>) {
     let (code, body) = node.node.wait_ready(Duration::from_secs(30));
     assert_eq!(code, 200, "never ready: {body}\n{}", node.node.log());
-    let (_, body) = get(node.node.address, "/v1/status").expect("status");
-    let doc: Value = serde_json::from_str(&body).expect("status JSON");
+    let doc = node.node.status();
     assert_eq!(doc["state"], "ready", "{doc:#}");
     assert_eq!(
         doc["warnings"],
@@ -349,30 +329,21 @@ fn fifty_sigkills_at_random_moments_never_rerun_a_done_step_nor_lose_the_journal
             };
             if all_final(&journal) {
                 kills_after_ready += 1;
-                for step in succeeded_steps(&journal) {
+                for step in steps_in(&journal, "succeeded") {
                     done.entry(step.clone())
                         .or_insert_with(|| node.footprint(&step));
                 }
                 break;
             }
             kills += 1;
-            let running: Vec<String> = journal["steps"]
-                .as_array()
-                .map(|steps| {
-                    steps
-                        .iter()
-                        .filter(|s| s["state"] == "running")
-                        .filter_map(|s| s["name"].as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let running = steps_in(&journal, "running");
             let label = if running.is_empty() {
                 "between steps".to_owned()
             } else {
                 format!("during {}", running.join("+"))
             };
             *kill_states.entry(label).or_default() += 1;
-            for step in succeeded_steps(&journal) {
+            for step in steps_in(&journal, "succeeded") {
                 done.entry(step.clone())
                     .or_insert_with(|| node.footprint(&step));
             }
@@ -427,26 +398,11 @@ start = ["true"]
 /// The process whose command line has `-m venv` and `dir`, once it exists.
 fn wait_for_venv_process(dir: &std::path::Path, within: Duration) -> i32 {
     let dir = dir.display().to_string();
-    let started = Instant::now();
-    loop {
-        let found = std::fs::read_dir("/proc").ok().and_then(|entries| {
-            entries.flatten().find_map(|e| {
-                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-                let argv: Vec<String> = cmdline
-                    .split(|b| *b == 0)
-                    .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                    .collect();
-                let venv = argv.windows(2).any(|w| w == ["-m", "venv"]) && argv.contains(&dir);
-                venv.then_some(pid)
-            })
-        });
-        if let Some(pid) = found {
-            return pid;
-        }
-        assert!(started.elapsed() < within, "python -m venv never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_process(
+        |argv| argv.windows(2).any(|w| w == ["-m", "venv"]) && argv.contains(&dir),
+        within,
+        || "python -m venv never started".to_owned(),
+    )
 }
 
 #[test]

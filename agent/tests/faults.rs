@@ -14,17 +14,17 @@ mod support;
 
 #[path = "support/loopback_http.rs"]
 mod loopback_http;
-#[path = "support/procs.rs"]
-mod procs;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use loopback_http::{Reply, Server};
-use support::{Node, get, kill, wait_exit};
+use rayefa_test_support::files::{tar_gz, write_executable};
+use rayefa_test_support::{Gpg, sha256_hex};
+use support::{Node, get, kill_and_wait, procs};
 
 const TARBALL: &str = "/aws-efa-installer-1.45.1.tar.gz";
 const SIGNATURE: &str = "/aws-efa-installer-1.45.1.tar.gz.sig";
@@ -49,115 +49,13 @@ fi
 echo "EFA installation complete."
 "#;
 
-/// A GnuPG home of its own.
-struct Gpg {
-    home: tempfile::TempDir,
-}
-
-impl Gpg {
-    fn new() -> Self {
-        let home = tempfile::Builder::new()
-            .prefix("gpg")
-            .tempdir_in("/tmp")
-            .expect("gnupg home");
-        Self { home }
-    }
-
-    fn run(&self, args: &[&str]) -> Vec<u8> {
-        let output = Command::new("gpg")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("gpg runs (Debian package gnupg)");
-        assert!(
-            output.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output.stdout
-    }
-
-    /// A new signing key for `uid`; its fingerprint.
-    fn generate(&self, uid: &str) -> String {
-        self.run(&["--quick-gen-key", uid, "ed25519", "sign", "never"]);
-        let listing =
-            String::from_utf8(self.run(&["--with-colons", "--list-keys", uid])).expect("utf-8");
-        listing
-            .lines()
-            .find_map(|line| line.strip_prefix("fpr:"))
-            .and_then(|rest| rest.split(':').find(|f| f.len() == 40))
-            .expect("fingerprint")
-            .to_owned()
-    }
-
-    fn export(&self, fingerprint: &str) -> Vec<u8> {
-        self.run(&["--armor", "--export", fingerprint])
-    }
-
-    fn sign(&self, signer: &str, data: &[u8]) -> Vec<u8> {
-        let file = self.home.path().join("data");
-        let sig = self.home.path().join("data.sig");
-        std::fs::write(&file, data).expect("data");
-        let _ = std::fs::remove_file(&sig);
-        self.run(&[
-            "--local-user",
-            signer,
-            "--output",
-            &sig.display().to_string(),
-            "--detach-sign",
-            &file.display().to_string(),
-        ]);
-        std::fs::read(sig).expect("signature")
-    }
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "all"])
-            .status();
-    }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
 /// The installer tarball, `aws-efa-installer/efa_installer.sh` inside, made with tar(1).
 fn installer_tarball(dir: &Path) -> Vec<u8> {
     let tree = dir.join("tree/aws-efa-installer");
     std::fs::create_dir_all(&tree).expect("tree");
-    let script = tree.join("efa_installer.sh");
-    std::fs::write(&script, INSTALLER).expect("script");
-    let status = Command::new("chmod")
-        .arg("755")
-        .arg(&script)
-        .status()
-        .expect("chmod");
-    assert!(status.success());
+    write_executable(&tree.join("efa_installer.sh"), INSTALLER);
     let tarball = dir.join("installer.tar.gz");
-    let status = Command::new("tar")
-        .arg("-czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(dir.join("tree"))
-        .arg("aws-efa-installer")
-        .status()
-        .expect("tar");
-    assert!(status.success());
+    tar_gz(&dir.join("tree"), "aws-efa-installer", &tarball);
     std::fs::read(tarball).expect("tarball")
 }
 
@@ -178,7 +76,11 @@ impl EfaNode {
     fn new(efa_extra: &str) -> Self {
         let node = Node::new("");
         let gpg = Gpg::new();
-        let fingerprint = gpg.generate("Installer Signer <signer@example.invalid>");
+        let fingerprint = gpg.generate(
+            "Installer Signer <signer@example.invalid>",
+            "ed25519",
+            "sign",
+        );
         let tarball = installer_tarball(node.dir.path());
         let server = Server::start();
         server.route(TARBALL, tarball.clone(), &[]);
@@ -194,21 +96,13 @@ impl EfaNode {
         std::fs::write(root.join("proc/sys/kernel/random/boot_id"), "boot-1\n").expect("boot id");
         let fake_bin = node.path("bin");
         std::fs::create_dir_all(&fake_bin).expect("bin");
-        let systemctl = fake_bin.join("systemctl");
-        std::fs::write(
-            &systemctl,
+        write_executable(
+            &fake_bin.join("systemctl"),
             format!(
                 "#!/bin/sh\necho \"$*\" >> {}/systemctl\n",
                 node.path("marks").display()
             ),
-        )
-        .expect("systemctl");
-        let status = Command::new("chmod")
-            .arg("755")
-            .arg(&systemctl)
-            .status()
-            .expect("chmod");
-        assert!(status.success());
+        );
 
         let set = |key: &str| efa_extra.lines().any(|l| l.trim_start().starts_with(key));
         let mut efa = format!(
@@ -256,32 +150,32 @@ impl EfaNode {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.node.path("agent.log"))
-            .expect("log");
         let path = format!(
             "{}:{}",
             self.fake_bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut command = self.node.command(&["run"]);
-        procs::tag(&mut command, self.node.dir.path());
-        let child = command
-            .env("PATH", path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("agent starts");
+        let child = self.node.spawn_with(|command| {
+            procs::tag(command, self.node.dir.path());
+            command.env("PATH", path);
+        });
         self.agent = Some(child);
     }
 
     fn stop(&mut self) {
         let mut agent = self.agent.take().expect("agent");
-        kill(&mut agent, libc::SIGTERM);
-        let exit = wait_exit(&mut agent, Duration::from_secs(15)).expect("exits");
+        let exit = kill_and_wait(&mut agent, libc::SIGTERM, Duration::from_secs(15));
         assert_eq!(exit.code(), Some(0), "{}", self.node.log());
+    }
+
+    /// Serves the tarball answering by `plan`, starts the agent and waits for the node to
+    /// settle, which must be ready; the status document.
+    fn ready_despite(&mut self, plan: &[Reply]) -> Value {
+        self.server.route(TARBALL, self.tarball.clone(), plan);
+        self.spawn();
+        let doc = self.settle();
+        assert_eq!(doc["state"], "ready", "{doc:#}\n{}", self.node.log());
+        doc
     }
 
     /// Waits for the node to be ready or failed; the status document.
@@ -298,11 +192,7 @@ impl EfaNode {
 
 impl Drop for EfaNode {
     fn drop(&mut self) {
-        if let Some(mut agent) = self.agent.take() {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-        procs::kill_tagged(self.node.dir.path());
+        procs::kill_agent_and_tagged(self.agent.take(), self.node.dir.path());
     }
 }
 
@@ -314,12 +204,17 @@ fn step(doc: &Value, name: &str) -> Value {
         .clone()
 }
 
+/// The node failed at `step_name`; the reason it gives.
+fn assert_failed_at<'a>(doc: &'a Value, step_name: &str) -> &'a str {
+    assert_eq!(doc["state"], "failed", "{doc:#}");
+    assert_eq!(doc["step"], step_name, "{doc:#}");
+    doc["reason"].as_str().unwrap_or_default()
+}
+
 /// The node failed at install-efa after `attempts` attempts with an error saying `says`;
 /// start-ray is blocked, `/readyz` answers 503 and `rayefa-agent status` exits 1.
 fn assert_failed_at_install_efa(node: &EfaNode, doc: &Value, attempts: u64, says: &str) {
-    assert_eq!(doc["state"], "failed", "{doc:#}");
-    assert_eq!(doc["step"], "install-efa", "{doc:#}");
-    let reason = doc["reason"].as_str().unwrap_or_default();
+    let reason = assert_failed_at(doc, "install-efa");
     assert!(reason.contains(says), "{reason}");
     let efa = step(doc, "install-efa");
     assert_eq!(efa["attempts"], attempts, "{efa:#}");
@@ -335,11 +230,7 @@ fn assert_failed_at_install_efa(node: &EfaNode, doc: &Value, attempts: u64, says
 fn a_download_reset_mid_body_is_resumed_with_a_range_request() {
     let mut node = EfaNode::new("");
     let half = node.tarball.len() / 2;
-    node.server
-        .route(TARBALL, node.tarball.clone(), &[Reply::ResetAfter(half)]);
-    node.spawn();
-    let doc = node.settle();
-    assert_eq!(doc["state"], "ready", "{doc:#}\n{}", node.node.log());
+    let doc = node.ready_despite(&[Reply::ResetAfter(half)]);
     let efa = step(&doc, "install-efa");
     assert_eq!(
         efa["attempts"], 1,
@@ -358,14 +249,7 @@ fn a_download_reset_mid_body_is_resumed_with_a_range_request() {
 #[test]
 fn server_errors_are_retried_and_the_install_then_succeeds() {
     let mut node = EfaNode::new("");
-    node.server.route(
-        TARBALL,
-        node.tarball.clone(),
-        &[Reply::Status(500), Reply::Status(503)],
-    );
-    node.spawn();
-    let doc = node.settle();
-    assert_eq!(doc["state"], "ready", "{doc:#}\n{}", node.node.log());
+    let doc = node.ready_despite(&[Reply::Status(500), Reply::Status(503)]);
     assert_eq!(node.server.ranges(TARBALL).len(), 3);
     assert_eq!(step(&doc, "install-efa")["attempts"], 1);
     node.stop();
@@ -376,11 +260,7 @@ fn a_truncated_download_is_resumed() {
     // A body cut short without a reset: the server closes after half of what it announced.
     let mut node = EfaNode::new("");
     let half = node.tarball.len() / 2;
-    node.server
-        .route(TARBALL, node.tarball.clone(), &[Reply::CloseAfter(half)]);
-    node.spawn();
-    let doc = node.settle();
-    assert_eq!(doc["state"], "ready", "{doc:#}");
+    let doc = node.ready_despite(&[Reply::CloseAfter(half)]);
     assert_eq!(step(&doc, "install-efa")["detail"]["resumed_from"], half);
     node.stop();
 }
@@ -405,7 +285,9 @@ fn a_tarball_with_the_wrong_hash_fails_the_node_without_a_retry() {
 #[test]
 fn a_bad_signature_fails_the_node_without_a_retry() {
     let mut node = EfaNode::new("");
-    let mallory = node.gpg.generate("Mallory <mallory@example.invalid>");
+    let mallory = node
+        .gpg
+        .generate("Mallory <mallory@example.invalid>", "ed25519", "sign");
     node.server
         .route(SIGNATURE, node.gpg.sign(&mallory, &node.tarball), &[]);
     node.spawn();
@@ -535,8 +417,7 @@ fn an_unreachable_metadata_service_means_not_on_ec2() {
     let (code, body) = node.wait_ready(Duration::from_secs(20));
     let took = started.elapsed();
     assert_eq!(code, 200, "{body}\n{}", node.log());
-    let (_, body) = get(node.address, "/v1/status").expect("status");
-    let doc: Value = serde_json::from_str(&body).expect("JSON");
+    let doc = node.status();
     assert!(doc["facts"]["ec2"].is_null(), "{doc:#}");
     for efa in ["install-efa", "probe-efa"] {
         let s = step(&doc, efa);
@@ -547,8 +428,7 @@ fn an_unreachable_metadata_service_means_not_on_ec2() {
         "unreachable IMDS: ready in {:.0} ms",
         took.as_secs_f64() * 1e3
     );
-    kill(&mut agent, libc::SIGTERM);
-    wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
+    kill_and_wait(&mut agent, libc::SIGTERM, Duration::from_secs(10));
 }
 
 #[test]
@@ -564,8 +444,7 @@ fn a_metadata_service_that_never_answers_holds_only_what_needs_it() {
     let (code, body) = node.wait_ready(Duration::from_secs(30));
     let ready = started.elapsed();
     assert_eq!(code, 200, "{body}\n{}", node.log());
-    let (_, body) = get(node.address, "/v1/status").expect("status");
-    let doc: Value = serde_json::from_str(&body).expect("JSON");
+    let doc = node.status();
     assert!(doc["facts"]["ec2"].is_null(), "{doc:#}");
     assert_eq!(step(&doc, "install-efa")["reason"], "no EFA interface");
     assert!(
@@ -580,8 +459,7 @@ fn a_metadata_service_that_never_answers_holds_only_what_needs_it() {
         serving.as_secs_f64() * 1e3,
         ready.as_secs_f64()
     );
-    kill(&mut agent, libc::SIGTERM);
-    wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
+    kill_and_wait(&mut agent, libc::SIGTERM, Duration::from_secs(10));
 }
 
 #[test]
@@ -612,16 +490,14 @@ fn a_slow_metadata_service_is_waited_for() {
     let mut agent = node.spawn();
     let (code, body) = node.wait_ready(Duration::from_secs(30));
     assert_eq!(code, 200, "{body}\n{}", node.log());
-    let (_, body) = get(node.address, "/v1/status").expect("status");
-    let doc: Value = serde_json::from_str(&body).expect("JSON");
+    let doc = node.status();
     assert_eq!(
         doc["facts"]["ec2"]["instance_id"], "i-0123456789abcdef0",
         "{doc:#}"
     );
     assert_eq!(doc["facts"]["ec2"]["instance_type"], "c7i.48xlarge");
     assert_eq!(step(&doc, "install-efa")["reason"], "no EFA interface");
-    kill(&mut agent, libc::SIGTERM);
-    wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
+    kill_and_wait(&mut agent, libc::SIGTERM, Duration::from_secs(10));
 }
 
 /// Mounts a tmpfs of `kib` KiB at `at`; unmounted when dropped.
@@ -709,15 +585,13 @@ fn a_full_state_directory_is_reported_and_the_journal_catches_up() {
     )
     .expect("journal JSON");
     assert_eq!(step(&journal, "start-ray")["state"], "succeeded");
-    kill(&mut agent, libc::SIGTERM);
-    wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
+    kill_and_wait(&mut agent, libc::SIGTERM, Duration::from_secs(10));
     let mut agent = node.spawn();
     let (code, _) = node.wait_ready(Duration::from_secs(20));
     assert_eq!(code, 200);
     assert_eq!(node.marks("setup"), 1, "a finished step ran again");
     assert_eq!(node.marks("start"), 1);
-    kill(&mut agent, libc::SIGTERM);
-    wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
+    kill_and_wait(&mut agent, libc::SIGTERM, Duration::from_secs(10));
     drop(disk);
 }
 
@@ -754,9 +628,7 @@ fn pip_that_cannot_reach_its_index_is_retried_then_fails_the_node() {
     );
     let mut agent = node.spawn();
     let doc = settle(&node);
-    assert_eq!(doc["state"], "failed", "{doc:#}");
-    assert_eq!(doc["step"], "install-ray", "{doc:#}");
-    let reason = doc["reason"].as_str().unwrap_or_default();
+    let reason = assert_failed_at(&doc, "install-ray");
     assert!(
         reason.contains("-m pip install") && reason.contains("exited 1"),
         "{reason}"
@@ -766,8 +638,7 @@ fn pip_that_cannot_reach_its_index_is_retried_then_fails_the_node() {
     assert_eq!(ray["attempts"], 2, "a network failure is retried: {ray:#}");
     assert_eq!(step(&doc, "start-ray")["state"], "blocked");
     assert_eq!(node.output(&["status"]).status.code(), Some(1));
-    kill(&mut agent, libc::SIGTERM);
-    wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
+    kill_and_wait(&mut agent, libc::SIGTERM, Duration::from_secs(10));
 }
 
 #[test]
@@ -776,15 +647,12 @@ fn pip_that_finds_no_such_package_fails_the_node_without_a_retry() {
     let node = pip_node("rayefa-fault-no-such-package", "\"--no-index\"");
     let mut agent = node.spawn();
     let doc = settle(&node);
-    assert_eq!(doc["state"], "failed", "{doc:#}");
-    assert_eq!(doc["step"], "install-ray", "{doc:#}");
-    let reason = doc["reason"].as_str().unwrap_or_default();
+    let reason = assert_failed_at(&doc, "install-ray");
     assert!(
         reason.contains("No matching distribution found for rayefa-fault-no-such-package"),
         "{reason}"
     );
     assert_eq!(step(&doc, "install-ray")["attempts"], 1, "{doc:#}");
     assert_eq!(node.output(&["status"]).status.code(), Some(1));
-    kill(&mut agent, libc::SIGTERM);
-    wait_exit(&mut agent, Duration::from_secs(10)).expect("exits");
+    kill_and_wait(&mut agent, libc::SIGTERM, Duration::from_secs(10));
 }

@@ -11,14 +11,12 @@ mod support;
 
 #[path = "support/attack.rs"]
 mod attack;
-#[path = "support/procs.rs"]
-mod procs;
 
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use attack::{Prober, Probes, Tally};
-use support::{Node, kill, request, wait_exit};
+use support::{Node, kill, procs, request, wait_exit};
 
 /// How long each attack lasts: longer than the agent's 5 s limit on a request head, so that
 /// the connections it cuts are seen being replaced.

@@ -298,16 +298,23 @@ fn a_lost_answer_does_not_launch_a_second_instance() {
     );
 }
 
-#[test]
-fn a_partial_launch_asks_again_for_the_rest() {
+/// A cluster wanting two workers (on `127.0.<net>.0/24`) whose first worker launch EC2
+/// answers with only one instance.
+fn two_workers_whose_first_launch_starts_one(net: u8) -> (World, Fleet, PathBuf) {
     let two = [("        min_workers: 1 ", "        min_workers: 2 ")];
-    let (world, _fleet, file) = setup(16, &two);
+    let (world, fleet, file) = setup(net, &two);
     world.proxy.inject_if(
         "RunInstances",
         "InstanceType",
         "i7i.24xlarge",
         Fault::LaunchOnly(1),
     );
+    (world, fleet, file)
+}
+
+#[test]
+fn a_partial_launch_asks_again_for_the_rest() {
+    let (world, _fleet, file) = two_workers_whose_first_launch_starts_one(16);
     world.run_on(&["up"], &file).expect_code(0);
     let attempts = worker_launches(&world);
     let counts: Vec<&str> = attempts
@@ -323,14 +330,7 @@ fn a_partial_launch_asks_again_for_the_rest() {
 
 #[test]
 fn a_partial_launch_whose_rest_never_comes_names_what_is_left_running() {
-    let two = [("        min_workers: 1 ", "        min_workers: 2 ")];
-    let (world, _fleet, file) = setup(17, &two);
-    world.proxy.inject_if(
-        "RunInstances",
-        "InstanceType",
-        "i7i.24xlarge",
-        Fault::LaunchOnly(1),
-    );
+    let (world, _fleet, file) = two_workers_whose_first_launch_starts_one(17);
     for _ in 0..2 {
         world.proxy.inject_if(
             "RunInstances",

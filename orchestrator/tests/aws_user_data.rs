@@ -3,11 +3,14 @@
 //! manager and systemctl, which cannot run here, are stand-ins on PATH that record their
 //! arguments (the stand-in dnf/apt-get "installs" a rayefa-agent that prints a version).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rayefa_test_support::files::write_executable;
+use rayefa_test_support::http::read_request_line;
+use rayefa_test_support::sha256_hex;
 use rayefa_wire::{AgentConfigFile, Role};
 
 /// The seed guide's cluster file.
@@ -24,16 +27,9 @@ fn serve_package() -> String {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut request_line = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut request_line).is_err() {
+            let Some(request_line) = read_request_line(&stream) else {
                 continue;
-            }
-            // Drain the headers.
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok() && line != "\r\n" && !line.is_empty() {
-                line.clear();
-            }
+            };
             let found = request_line.starts_with("GET /rayefa-agent.rpm ");
             let (status, body): (&str, &[u8]) = if found {
                 ("200 OK", PACKAGE)
@@ -49,26 +45,6 @@ fn serve_package() -> String {
         }
     });
     format!("http://{address}")
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(bytes)
-        .expect("writing to sha256sum");
-    let out = child.wait_with_output().expect("sha256sum output");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("a digest")
-        .to_owned()
 }
 
 /// A node's scratch root with os-release, and stand-ins for the package manager and systemctl.
@@ -116,14 +92,7 @@ impl Node {
     }
 
     fn stub(&self, name: &str, script: &str) {
-        let path = self.stubs().join(name);
-        std::fs::write(&path, script).expect("writing a stub");
-        let status = Command::new("chmod")
-            .arg("+x")
-            .arg(&path)
-            .status()
-            .expect("chmod");
-        assert!(status.success());
+        write_executable(&self.stubs().join(name), script);
     }
 
     /// What the stand-ins were asked to do, one line per call.
@@ -133,6 +102,15 @@ impl Node {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Boots a head node whose user data installs the package at `url`, pinned to `sha256`.
+    fn boot_head_node(&self, url: &str, sha256: &str) -> Output {
+        self.boot(&user_data(
+            self.dir.path(),
+            Some((url, sha256)),
+            "head_node",
+        ))
     }
 
     /// Runs `script` as cloud-init would, with this node's root and stand-ins.
@@ -243,11 +221,7 @@ fn a_package_that_does_not_match_its_pin_is_refused_before_anything_changes() {
     let node = Node::new(AMAZON_LINUX);
     let url = format!("{base}/rayefa-agent.rpm");
     let wrong = "0".repeat(64);
-    let out = node.boot(&user_data(
-        node.dir.path(),
-        Some((&url, &wrong)),
-        "head_node",
-    ));
+    let out = node.boot_head_node(&url, &wrong);
     assert_eq!(out.status.code(), Some(1));
     let message = stderr(&out);
     assert!(
@@ -266,11 +240,7 @@ fn a_download_that_fails_says_which_url() {
     let base = serve_package();
     let node = Node::new(AMAZON_LINUX);
     let url = format!("{base}/missing.rpm");
-    let out = node.boot(&user_data(
-        node.dir.path(),
-        Some((&url, &sha256_hex(PACKAGE))),
-        "head_node",
-    ));
+    let out = node.boot_head_node(&url, &sha256_hex(PACKAGE));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(&format!("could not download the agent package from {url}")),
@@ -285,11 +255,7 @@ fn debian_family_systems_install_with_apt() {
     let base = serve_package();
     let node = Node::new(UBUNTU);
     let url = format!("{base}/rayefa-agent.rpm");
-    let out = node.boot(&user_data(
-        node.dir.path(),
-        Some((&url, &sha256_hex(PACKAGE))),
-        "head_node",
-    ));
+    let out = node.boot_head_node(&url, &sha256_hex(PACKAGE));
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = node.calls();
     assert!(calls[0].starts_with("apt-get install -y "), "{calls:?}");
@@ -304,11 +270,7 @@ fn an_unknown_os_is_named() {
     let base = serve_package();
     let node = Node::new("NAME=Plan9\nID=plan9\n");
     let url = format!("{base}/rayefa-agent.rpm");
-    let out = node.boot(&user_data(
-        node.dir.path(),
-        Some((&url, &sha256_hex(PACKAGE))),
-        "head_node",
-    ));
+    let out = node.boot_head_node(&url, &sha256_hex(PACKAGE));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("no way to install a package on this OS (os-release says plan9"),

@@ -13,6 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rayefa_test_support::files::write_executable;
+
 /// Listens where the agent would and never answers: reads the `listen` line of the
 /// configuration it is given (`run --config FILE --root DIR`).
 const SILENT_AGENT: &str = r#"#!/usr/bin/python3
@@ -33,13 +35,7 @@ while True:
 fn a_head_agent_that_never_answers_times_out_without_launching_workers() {
     let dir = tempfile::tempdir().expect("scratch");
     let agent = dir.path().join("silent-agent");
-    std::fs::write(&agent, SILENT_AGENT).expect("agent");
-    let chmod = Command::new("chmod")
-        .arg("755")
-        .arg(&agent)
-        .status()
-        .expect("chmod");
-    assert!(chmod.success());
+    write_executable(&agent, SILENT_AGENT);
     let file = dir.path().join("cluster.yaml");
     std::fs::write(
         &file,

@@ -284,6 +284,15 @@ impl Vpc {
             "instances left after down"
         );
     }
+
+    /// [`Vpc::down`], then the whole VPC is taken apart: nothing of the fleet may be left on
+    /// the host (bridges, namespaces, cgroups, mounts, processes, files).
+    fn down_and_leave_nothing_behind(self) {
+        self.down();
+        drop(self);
+        let left = leftovers();
+        assert!(left.is_empty(), "left behind:\n{left:#?}");
+    }
 }
 
 /// Asserts that `up`'s table has a row for `node` with its type, address, `state` and `step`.
@@ -516,6 +525,41 @@ fn completed_steps(
         .collect()
 }
 
+/// After `event` (the crash, the reboot) `node` is ready again and has redone nothing:
+/// its completed steps are still `before`, the journal holds one attempt of each step that
+/// ran, and the setup command ran once.
+fn assert_resumed_without_rerun(
+    vpc: &Vpc,
+    node: &Node,
+    skipped: &[&str],
+    before: &BTreeMap<String, (String, serde_json::Value, serde_json::Value)>,
+    event: &str,
+) {
+    assert_ready_node(vpc, node, skipped);
+    assert_eq!(
+        &completed_steps(&status_of(node)),
+        before,
+        "steps were run again after the {event}"
+    );
+    let attempts = attempts_in_journal(&agent_journal(node));
+    for name in ["grow-root", "setup-commands"] {
+        assert_eq!(
+            attempts[name],
+            1,
+            "{name} ran again after the {event}: {attempts:?}\n{}",
+            node.diagnostics()
+        );
+    }
+    let setup_runs = node
+        .exec_ok(&["cat", "/var/tmp/fleet-setup-ran"])
+        .lines()
+        .count();
+    assert_eq!(
+        setup_runs, 1,
+        "the setup commands ran again after the {event}"
+    );
+}
+
 /// The agent's main pid inside the node, 0 when it is not running.
 fn main_pid(node: &Node) -> u32 {
     node.exec_ok(&[
@@ -695,29 +739,7 @@ fn fleet_three_nodes_boot_from_user_data_survive_a_crash_and_a_reboot_and_go_dow
         "rayefa-agent",
     ]);
     assert_eq!(restarts.trim(), "1", "{}", crashed.diagnostics());
-    assert_ready_node(&vpc, crashed, &skipped);
-    assert_eq!(
-        completed_steps(&status_of(crashed)),
-        before,
-        "steps were run again after the crash"
-    );
-    let attempts = attempts_in_journal(&agent_journal(crashed));
-    for name in ["grow-root", "setup-commands"] {
-        assert_eq!(
-            attempts[name],
-            1,
-            "{name} ran again after the crash: {attempts:?}\n{}",
-            crashed.diagnostics()
-        );
-    }
-    let setup_runs = crashed
-        .exec_ok(&["cat", "/var/tmp/fleet-setup-ran"])
-        .lines()
-        .count();
-    assert_eq!(
-        setup_runs, 1,
-        "the setup commands ran again after the crash"
-    );
+    assert_resumed_without_rerun(&vpc, crashed, &skipped, &before, "crash");
 
     // Reboot: the node comes back from its own disk; the agent resumes from its journal.
     let rebooted = &workers[1];
@@ -754,29 +776,7 @@ fn fleet_three_nodes_boot_from_user_data_survive_a_crash_and_a_reboot_and_go_dow
         2,
         "{boots}"
     );
-    assert_ready_node(&vpc, rebooted, &skipped);
-    assert_eq!(
-        completed_steps(&status_of(rebooted)),
-        before,
-        "steps were run again after the reboot"
-    );
-    let attempts = attempts_in_journal(&agent_journal(rebooted));
-    for name in ["grow-root", "setup-commands"] {
-        assert_eq!(
-            attempts[name],
-            1,
-            "{name} ran again after the reboot: {attempts:?}\n{}",
-            rebooted.diagnostics()
-        );
-    }
-    let setup_runs = rebooted
-        .exec_ok(&["cat", "/var/tmp/fleet-setup-ran"])
-        .lines()
-        .count();
-    assert_eq!(
-        setup_runs, 1,
-        "the setup commands ran again after the reboot"
-    );
+    assert_resumed_without_rerun(&vpc, rebooted, &skipped, &before, "reboot");
     let status = vpc.rayefa(&["status", "--output", "json"]);
     vpc.check(
         status.code == 0,
@@ -784,10 +784,7 @@ fn fleet_three_nodes_boot_from_user_data_survive_a_crash_and_a_reboot_and_go_dow
         Some(&status),
     );
 
-    vpc.down();
-    drop(vpc);
-    let left = leftovers();
-    assert!(left.is_empty(), "left behind:\n{left:#?}");
+    vpc.down_and_leave_nothing_behind();
 }
 
 #[test]
@@ -863,10 +860,7 @@ fn fleet_a_node_type_with_efa_interfaces_fails_on_a_node_without_efa_and_says_wh
         "the worker did not fetch the installer's signature"
     );
 
-    vpc.down();
-    drop(vpc);
-    let left = leftovers();
-    assert!(left.is_empty(), "left behind:\n{left:#?}");
+    vpc.down_and_leave_nothing_behind();
 }
 
 #[test]
@@ -919,8 +913,5 @@ fn fleet_three_nodes_install_ray_from_pypi_and_form_one_cluster() {
         "ray status:\n{listed}"
     );
 
-    vpc.down();
-    drop(vpc);
-    let left = leftovers();
-    assert!(left.is_empty(), "left behind:\n{left:#?}");
+    vpc.down_and_leave_nothing_behind();
 }

@@ -110,6 +110,18 @@ fn alive(pid: i32) -> bool {
     !stat.is_empty() && !stat.contains(") Z ")
 }
 
+/// Waits (up to 20 s) until `rayefa up` has launched the first worker.
+fn wait_for_worker_launch(cluster: &LocalCluster) {
+    let started = Instant::now();
+    while !cluster.node_dir("worker-0").join("node.json").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker was never launched"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn ids(doc: &serde_json::Value, key: &str) -> Vec<String> {
     doc[key]
         .as_array()
@@ -235,14 +247,7 @@ fn an_orchestrator_killed_while_waiting_finds_the_same_nodes_again() {
         .stderr(Stdio::null())
         .spawn()
         .expect("rayefa up");
-    let started = Instant::now();
-    while !cluster.node_dir("worker-0").join("node.json").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the worker was never launched"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_worker_launch(&cluster);
     first.kill().expect("kill rayefa");
     first.wait().expect("reap rayefa");
     let pids = [cluster.pid("head-0"), cluster.pid("worker-0")];
@@ -324,14 +329,7 @@ fn an_agent_that_stops_answering_is_reported_unreachable() {
         .stderr(Stdio::null())
         .spawn()
         .expect("rayefa up");
-    let started = Instant::now();
-    while !cluster.node_dir("worker-0").join("node.json").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the worker was never launched"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_worker_launch(&cluster);
     // Let the orchestrator hear from the worker once, then freeze its agent: the process
     // exists, but nothing answers.
     std::thread::sleep(Duration::from_millis(800));

@@ -62,12 +62,27 @@ impl Node {
 
     /// Starts `rayefa-agent run`, its stderr in `agent.log` of the scratch folder.
     pub fn spawn(&self) -> Child {
+        self.spawn_with(|_| {})
+    }
+
+    /// Starts `rayefa-agent run` tagged with this node's folder (see
+    /// [`rayefa_test_support::procs`]), so that [`procs::kill_tagged`] finds it and every
+    /// command it starts; its stderr in `agent.log`.
+    pub fn spawn_tagged(&self) -> Child {
+        self.spawn_with(|command| procs::tag(command, self.dir.path()))
+    }
+
+    /// Starts `rayefa-agent run` as [`Node::spawn`] does, with `configure` applied to the
+    /// command first; its stderr appended to `agent.log`.
+    pub fn spawn_with(&self, configure: impl FnOnce(&mut Command)) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path("agent.log"))
             .expect("log");
-        self.command(&["run"])
+        let mut command = self.command(&["run"]);
+        configure(&mut command);
+        command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -119,6 +134,12 @@ impl Node {
         }
     }
 
+    /// The status document `/v1/status` answers now.
+    pub fn status(&self) -> serde_json::Value {
+        let (_, body) = get(self.address, "/v1/status").expect("status");
+        serde_json::from_str(&body).expect("status is JSON")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("agent.log")).unwrap_or_default()
     }
@@ -163,21 +184,7 @@ pub fn get(address: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     )
 }
 
-/// Waits for `child` to exit, up to `deadline`.
-pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-pub fn kill(child: &mut Child, signal: i32) {
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: kill(2) with a pid this test started and a valid signal number.
-    let result = unsafe { libc::kill(pid, signal) };
-    assert_eq!(result, 0, "signal {signal} to {pid}");
-}
+// Re-exported so that every suite finds the process helpers where it finds `Node`; each suite
+// uses some of them.
+#[allow(unused_imports)]
+pub use rayefa_test_support::procs::{self, kill, kill_and_wait, wait_exit};

@@ -9,7 +9,7 @@
 //! ready `/v1/status` of the real document shape. Terminated instances lose their process.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,13 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, Instance, InstanceAttributeName};
-use base64::Engine;
+use aws_sdk_ec2::types::Instance;
+use rayefa_test_support::files::write_executable;
+use rayefa_test_support::http::read_request_line;
 use rayefa_wire::{
     NodeFacts, NodeIdentity, NodeState, Role, StatusDocument, StepState, StepStatus,
 };
 
-use super::aws_world::sdk_config;
+use super::aws_world::{describe_instances, live_filter, sdk_config, user_data};
 
 /// What runs on a booted instance.
 #[derive(Debug, Clone)]
@@ -86,7 +87,9 @@ impl Fleet {
                 let ec2 = aws_sdk_ec2::Client::new(&config);
                 let mut running: BTreeMap<String, Running> = BTreeMap::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let instances = runtime.block_on(live(&ec2));
+                    let instances = runtime
+                        .block_on(describe_instances(&ec2, vec![live_filter()]))
+                        .unwrap_or_default();
                     for instance in &instances {
                         let (Some(id), Some(ip)) =
                             (instance.instance_id(), instance.private_ip_address())
@@ -153,46 +156,6 @@ impl Drop for Running {
             Running::Nothing => {}
         }
     }
-}
-
-async fn live(ec2: &aws_sdk_ec2::Client) -> Vec<Instance> {
-    let out = ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
-        )
-        .send()
-        .await;
-    out.map(|o| {
-        o.reservations()
-            .iter()
-            .flat_map(|r| r.instances().iter().cloned())
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-async fn user_data(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
-    let out = ec2
-        .describe_instance_attribute()
-        .instance_id(id)
-        .attribute(InstanceAttributeName::UserData)
-        .send()
-        .await
-        .expect("reading user data from moto");
-    let encoded = out
-        .user_data()
-        .and_then(|v| v.value())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .expect("user data is base64");
-    String::from_utf8(bytes).expect("user data is UTF-8")
 }
 
 fn tag(instance: &Instance, key: &str) -> String {
@@ -346,13 +309,10 @@ fn run_user_data(
     .expect("os-release");
     let log = dir.join("calls.log");
     for name in ["systemctl", "dnf", "apt-get"] {
-        let stub = bin.join(name);
-        std::fs::write(
-            &stub,
+        write_executable(
+            &bin.join(name),
             format!("#!/bin/bash\necho \"{name} $*\" >> {}\n", log.display()),
-        )
-        .expect("stub");
-        make_executable(&stub);
+        );
     }
     let linked = bin.join("rayefa-agent");
     if !linked.exists() {
@@ -380,11 +340,6 @@ fn run_user_data(
         .map(str::to_owned)
         .collect();
     (out.status.code(), calls)
-}
-
-fn make_executable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
 /// A status document of a node whose every step succeeded.
@@ -450,15 +405,9 @@ fn serve_status(address: SocketAddr, document: StatusDocument) -> Arc<AtomicBool
                 continue;
             };
             let _ = stream.set_nonblocking(false);
-            let mut request_line = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut request_line).is_err() {
+            let Some(request_line) = read_request_line(&stream) else {
                 continue;
-            }
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok() && line != "\r\n" && !line.is_empty() {
-                line.clear();
-            }
+            };
             let (status, content) = if request_line.starts_with("GET /v1/status ") {
                 ("200 OK", body.as_str())
             } else if request_line.starts_with("GET /healthz ")

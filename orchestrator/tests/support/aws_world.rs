@@ -8,7 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{
+    Filter, Instance, InstanceAttributeName, ResourceType, Tag, TagSpecification,
+};
+use base64::Engine;
 
 use super::aws_proxy::Ec2Proxy;
 use super::moto::Moto;
@@ -260,22 +263,9 @@ impl World {
     pub fn live_instances(&self) -> Vec<aws_sdk_ec2::types::Instance> {
         let ec2 = self.ec2();
         self.block_on(async move {
-            let out = ec2
-                .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .values("pending")
-                        .values("running")
-                        .build(),
-                )
-                .send()
+            describe_instances(&ec2, vec![live_filter()])
                 .await
-                .expect("describing instances in moto");
-            out.reservations()
-                .iter()
-                .flat_map(|r| r.instances().iter().cloned())
-                .collect()
+                .expect("describing instances in moto")
         })
     }
 }
@@ -290,6 +280,53 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         ))
         .load()
         .await
+}
+
+/// The filter for instances that are pending or running: what a machine stands in for.
+pub fn live_filter() -> Filter {
+    Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .build()
+}
+
+/// Every instance moto describes under `filters` (all of them without any), across
+/// reservations.
+pub async fn describe_instances(
+    ec2: &aws_sdk_ec2::Client,
+    filters: Vec<Filter>,
+) -> Result<Vec<Instance>, aws_sdk_ec2::Error> {
+    let out = ec2
+        .describe_instances()
+        .set_filters(Some(filters).filter(|f| !f.is_empty()))
+        .send()
+        .await?;
+    Ok(out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances().iter().cloned())
+        .collect())
+}
+
+/// The user data instance `id` was launched with, decoded.
+pub async fn user_data(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
+    let out = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(InstanceAttributeName::UserData)
+        .send()
+        .await
+        .expect("reading user data from moto");
+    let encoded = out
+        .user_data()
+        .and_then(|v| v.value())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("user data is base64");
+    String::from_utf8(bytes).expect("user data is UTF-8")
 }
 
 struct Seeded {

@@ -25,7 +25,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::aws_world::sdk_config;
+use super::aws_world::{describe_instances, live_filter, sdk_config};
 
 /// One request the stand-in answered.
 #[derive(Debug, Clone)]
@@ -189,29 +189,15 @@ async fn answer(
 
 /// The live instance whose private address is `address`.
 async fn instance_at(ec2: &aws_sdk_ec2::Client, address: IpAddr) -> Option<Instance> {
-    let out = ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("private-ip-address")
-                .values(address.to_string())
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
-        )
-        .send()
+    let at_address = Filter::builder()
+        .name("private-ip-address")
+        .values(address.to_string())
+        .build();
+    describe_instances(ec2, vec![at_address, live_filter()])
         .await
-        .ok()?;
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
+        .ok()?
+        .into_iter()
         .next()
-        .cloned()
 }
 
 fn metadata(state: &State, instance: &Instance, item: &str) -> Option<String> {

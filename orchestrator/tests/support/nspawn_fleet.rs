@@ -30,10 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{Instance, InstanceStateName};
-use base64::Engine;
+use aws_sdk_ec2::types::InstanceStateName;
 
-use super::aws_world::sdk_config;
+use super::aws_world::{describe_instances, sdk_config, user_data};
 use super::nspawn_node::{Image, Node};
 
 /// The host bridge.
@@ -218,7 +217,9 @@ fn watch(
         .expect("fleet runtime");
     let ec2 = aws_sdk_ec2::Client::new(&runtime.block_on(sdk_config(endpoint)));
     while !stop.load(Ordering::SeqCst) {
-        let instances = runtime.block_on(all_instances(&ec2));
+        let instances = runtime
+            .block_on(describe_instances(&ec2, Vec::new()))
+            .unwrap_or_default();
         for instance in &instances {
             let Some(id) = instance.instance_id() else {
                 continue;
@@ -270,38 +271,6 @@ fn watch(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-async fn all_instances(ec2: &aws_sdk_ec2::Client) -> Vec<Instance> {
-    ec2.describe_instances()
-        .send()
-        .await
-        .map(|o| {
-            o.reservations()
-                .iter()
-                .flat_map(|r| r.instances().iter().cloned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn user_data(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
-    let out = ec2
-        .describe_instance_attribute()
-        .instance_id(id)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .expect("reading user data from moto");
-    let encoded = out
-        .user_data()
-        .and_then(|v| v.value())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .expect("user data is base64");
-    String::from_utf8(bytes).expect("user data is UTF-8")
 }
 
 /// What the fleet may leave on the host: anything named after it. Empty when all is clean.

@@ -10,7 +10,10 @@
 //! agent drop-in naming it into a site layer, as a site's own image would carry its keys.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use rayefa_test_support::Gpg;
+use rayefa_test_support::files::{tar_gz, write_executable};
 
 /// The installer version the tarball says it is (the agent's default).
 pub const VERSION: &str = "1.45.1";
@@ -28,34 +31,21 @@ pub struct TestEfaInstaller {
     pub fingerprint: String,
     /// The tarball's SHA-256, lower-case hex.
     pub sha256: String,
-    gnupg_home: PathBuf,
+    /// The GnuPG home holding the key, removed (its agent stopped) with the installer.
+    gpg: Gpg,
 }
 
 impl TestEfaInstaller {
     /// Makes the key, the tarball and its signature in `dir`.
     pub fn make(dir: &Path) -> TestEfaInstaller {
-        let gnupg_home = dir.join("gnupg");
-        std::fs::create_dir_all(&gnupg_home).expect("gnupg home");
-        set_mode(&gnupg_home, 0o700);
-        let uid = "rayefa fleet test EFA installer key <fleet@rayefa.invalid>";
-        gpg(
-            &gnupg_home,
-            &["--quick-gen-key", uid, "ed25519", "sign", "never"],
+        let gpg = Gpg::new();
+        let fingerprint = gpg.generate(
+            "rayefa fleet test EFA installer key <fleet@rayefa.invalid>",
+            "ed25519",
+            "sign",
         );
-        let listing = String::from_utf8(gpg(&gnupg_home, &["--with-colons", "--list-keys", uid]))
-            .expect("UTF-8 key listing");
-        let fingerprint = listing
-            .lines()
-            .find_map(|l| l.strip_prefix("fpr:"))
-            .and_then(|rest| rest.split(':').find(|f| f.len() == 40))
-            .expect("a fingerprint in gpg's listing")
-            .to_owned();
         let public_key = dir.join("test-efa-installer.key");
-        std::fs::write(
-            &public_key,
-            gpg(&gnupg_home, &["--armor", "--export", &fingerprint]),
-        )
-        .expect("writing the public key");
+        std::fs::write(&public_key, gpg.export(&fingerprint)).expect("writing the public key");
 
         let tree = dir.join("tree/aws-efa-installer");
         std::fs::create_dir_all(&tree).expect("installer tree");
@@ -69,30 +59,12 @@ impl TestEfaInstaller {
             "is_root() { [ \"$(id -u)\" = 0 ]; }\n",
         )
         .expect("common.sh");
-        std::fs::write(tree.join("efa_installer.sh"), INSTALLER_SCRIPT).expect("efa_installer.sh");
-        set_mode(&tree.join("efa_installer.sh"), 0o755);
+        write_executable(&tree.join("efa_installer.sh"), INSTALLER_SCRIPT);
         let tarball = dir.join(format!("aws-efa-installer-{VERSION}.tar.gz"));
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(dir.join("tree"))
-            .args(["--owner=0", "--group=0", "-czf"])
-            .arg(&tarball)
-            .arg("aws-efa-installer")
-            .status()
-            .expect("running tar");
-        assert!(status.success(), "tar failed: {status}");
+        tar_gz(&dir.join("tree"), "aws-efa-installer", &tarball);
         let signature = dir.join(format!("aws-efa-installer-{VERSION}.tar.gz.sig"));
-        gpg(
-            &gnupg_home,
-            &[
-                "--local-user",
-                &fingerprint,
-                "--output",
-                signature.to_str().expect("UTF-8 path"),
-                "--detach-sign",
-                tarball.to_str().expect("UTF-8 path"),
-            ],
-        );
+        let signed = gpg.sign(&fingerprint, &std::fs::read(&tarball).expect("the tarball"));
+        std::fs::write(&signature, signed).expect("writing the signature");
         let sha256 = sha256_of(&tarball);
         TestEfaInstaller {
             tarball,
@@ -100,7 +72,7 @@ impl TestEfaInstaller {
             public_key,
             fingerprint,
             sha256,
-            gnupg_home,
+            gpg,
         }
     }
 
@@ -124,18 +96,6 @@ impl TestEfaInstaller {
     }
 }
 
-impl Drop for TestEfaInstaller {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(&self.gnupg_home)
-            .args(["--kill", "all"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// What `efa_installer.sh` does on a node: the real installer's messages and manifest, with no
 /// packages to install and no device to find.
 const INSTALLER_SCRIPT: &str = r#"#!/bin/bash
@@ -156,30 +116,6 @@ echo '===================================================='
 echo 'EFA installation complete.'
 "#;
 
-fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
-    let output = Command::new("gpg")
-        .arg("--homedir")
-        .arg(home)
-        .args([
-            "--batch",
-            "--no-tty",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running gpg (Debian package gnupg)");
-    assert!(
-        output.status.success(),
-        "gpg {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
 /// The SHA-256 of a file, lower-case hex.
 pub fn sha256_of(path: &Path) -> String {
     let output = Command::new("sha256sum")
@@ -192,9 +128,4 @@ pub fn sha256_of(path: &Path) -> String {
         .next()
         .expect("a digest")
         .to_owned()
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }

@@ -6,118 +6,15 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use tar::{EntryType, Header};
-use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A GnuPG home of its own; its agent is stopped when this is dropped.
-pub(crate) struct Gpg {
-    home: TempDir,
-}
-
-impl Gpg {
-    pub(crate) fn new() -> Self {
-        let home = tempfile::Builder::new()
-            .prefix("gpg")
-            .tempdir_in("/tmp")
-            .expect("gnupg home");
-        Self { home }
-    }
-
-    fn command(&self) -> Command {
-        let mut command = Command::new("gpg");
-        command
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args([
-                "--batch",
-                "--no-tty",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ])
-            .stdin(Stdio::null());
-        command
-    }
-
-    pub(crate) fn run(&self, args: &[&str]) -> Vec<u8> {
-        let output = self
-            .command()
-            .args(args)
-            .output()
-            .expect("gpg runs (Debian package gnupg)");
-        assert!(
-            output.status.success(),
-            "gpg {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output.stdout
-    }
-
-    /// Makes a key for `uid` (`algo` as `--quick-gen-key` takes it, usage `usage`) and
-    /// answers its fingerprint, upper-case hex.
-    pub(crate) fn generate(&self, uid: &str, algo: &str, usage: &str) -> String {
-        self.run(&["--quick-gen-key", uid, algo, usage, "never"]);
-        self.fingerprint(uid)
-    }
-
-    /// Adds a subkey to the key `fingerprint`.
-    pub(crate) fn add_subkey(&self, fingerprint: &str, algo: &str, usage: &str) {
-        self.run(&["--quick-add-key", fingerprint, algo, usage, "never"]);
-    }
-
-    fn fingerprint(&self, uid: &str) -> String {
-        let listing = String::from_utf8(self.run(&["--with-colons", "--list-keys", uid]))
-            .expect("utf-8 listing");
-        listing
-            .lines()
-            .find_map(|line| line.strip_prefix("fpr:"))
-            .and_then(|rest| rest.split(':').find(|field| field.len() == 40))
-            .expect("a fingerprint")
-            .to_owned()
-    }
-
-    /// The armoured public key (with subkeys) of `fingerprint`.
-    pub(crate) fn export(&self, fingerprint: &str) -> Vec<u8> {
-        self.run(&["--armor", "--export", fingerprint])
-    }
-
-    /// A detached binary signature of `data` by the key `signer` (gpg picks its signing
-    /// subkey if it has one).
-    pub(crate) fn sign(&self, signer: &str, data: &[u8]) -> Vec<u8> {
-        let file = self.home.path().join("to-sign");
-        std::fs::write(&file, data).expect("write data");
-        let sig = self.home.path().join("to-sign.sig");
-        let _ = std::fs::remove_file(&sig);
-        let (file_arg, sig_arg) = (file.display().to_string(), sig.display().to_string());
-        self.run(&[
-            "--local-user",
-            signer,
-            "--output",
-            &sig_arg,
-            "--detach-sign",
-            &file_arg,
-        ]);
-        std::fs::read(&sig).expect("signature")
-    }
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(self.home.path())
-            .args(["--kill", "all"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
+/// The OpenPGP signer and the digest are shared with the agent's and the orchestrator's
+/// integration suites.
+pub(crate) use rayefa_test_support::{Gpg, sha256_hex as sha256};
 
 /// One tar entry to write.
 #[derive(Debug, Clone)]
@@ -478,10 +375,4 @@ pub(crate) fn put(root: &Path, host_path: &str, bytes: &[u8]) -> PathBuf {
     let mut file = std::fs::File::create(&path).expect("create");
     file.write_all(bytes).expect("write");
     path
-}
-
-/// The lower-case hex SHA-256 of `bytes`.
-pub(crate) fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One mebibyte, in bytes.
 pub const MIB: u64 = 1 << 20;
 
 /// sysfs counts block device sizes in 512-byte sectors whatever the device's own sector size.
 const SYSFS_SECTOR: u64 = 512;
 
-/// Runs a command of the test's own, panicking with its output when it fails; its stdout.
+/// Runs a command of the test's own, panicking with its output when it fails; its stdout,
+/// trimmed.
 pub fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
         .args(args)
@@ -31,6 +33,7 @@ pub fn sh(program: &str, args: &[&str]) -> String {
 }
 
 /// A partitioned, formatted and mounted disk image on a loop device.
+#[derive(Debug)]
 pub struct LoopDisk {
     image: PathBuf,
     /// `/dev/loopN`, once attached.
