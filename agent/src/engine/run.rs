@@ -1,6 +1,7 @@
 //! Scheduling the graph: start what is ready, record every transition, stop cleanly.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,19 +54,63 @@ pub(crate) struct Engine {
 /// bootstrap is over and no transition will write it.
 const JOURNAL_RETRY: Duration = Duration::from_secs(5);
 
-/// Applies transitions to the status document and writes the journal after each.
+/// Applies transitions to the status document and writes the journal.
+///
+/// Step tasks write in the background and a write covers every change made before it began,
+/// so a burst of transitions from parallel steps costs one or two writes rather than one
+/// each; a bootstrap's critical path never waits for an fsync. Whatever the journal holds is
+/// a snapshot of the whole document, so it is always consistent, at worst a few changes
+/// behind: a step whose end was not yet written is checked again after a crash, as if the
+/// agent had died a moment earlier.
 #[derive(Clone)]
 struct Recorder {
     board: StatusBoard,
     journal: Journal,
     pending_reboot: Arc<Mutex<Option<PendingReboot>>>,
     boot_id: String,
-    /// Serialises writes; holds the warning of the last write when it failed.
-    write: Arc<Mutex<Option<String>>>,
+    /// Counts requests to write; a write covers every request counted before its snapshot.
+    requested: Arc<AtomicU64>,
+    /// Serialises writes.
+    write: Arc<Mutex<WriteState>>,
+    /// Writes running on the blocking pool; the run waits for them before it ends, so that
+    /// none lands after the run's last.
+    background: Arc<Mutex<JoinSet<()>>>,
+}
+
+#[derive(Default)]
+struct WriteState {
+    /// The last request the journal on disk covers.
+    covered: u64,
+    /// The warning of the last write, when it failed.
+    failed: Option<String>,
 }
 
 impl Recorder {
+    fn new(board: StatusBoard, journal: Journal, boot_id: String) -> Self {
+        Self {
+            board,
+            journal,
+            pending_reboot: Arc::new(Mutex::new(None)),
+            boot_id,
+            requested: Arc::new(AtomicU64::new(0)),
+            write: Arc::new(Mutex::new(WriteState::default())),
+            background: Arc::new(Mutex::new(JoinSet::new())),
+        }
+    }
+
+    /// Applies a transition to the status document and writes the journal in the background.
     fn transition(
+        &self,
+        index: usize,
+        change: impl FnOnce(&mut StepStatus) -> Result<(), IllegalTransition>,
+    ) -> Result<(), IllegalTransition> {
+        let result = self.apply(index, change);
+        self.persist_in_background();
+        result
+    }
+
+    /// Applies a transition to the status document only; the next write takes it along.
+    fn apply(
         &self,
         index: usize,
         change: impl FnOnce(&mut StepStatus) -> Result<(), IllegalTransition>,
@@ -76,13 +121,41 @@ impl Recorder {
                 result = change(step);
             }
         });
-        self.persist();
         result
     }
 
-    /// Writes the journal; false when it could not be written (the status then says why).
+    /// Writes the journal on the blocking pool, off the runtime's workers.
+    fn persist_in_background(&self) {
+        let recorder = self.clone();
+        let mut background = self.background.lock().unwrap_or_else(|p| p.into_inner());
+        while background.try_join_next().is_some() {}
+        background.spawn_blocking(move || {
+            recorder.persist();
+        });
+    }
+
+    /// Waits for the writes in the background, then writes what the document holds now.
+    async fn settle(&self) -> bool {
+        let mut background =
+            std::mem::take(&mut *self.background.lock().unwrap_or_else(|p| p.into_inner()));
+        while background.join_next().await.is_some() {}
+        let recorder = self.clone();
+        tokio::task::spawn_blocking(move || recorder.persist())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Writes the journal with everything the document holds now, unless a write that began
+    /// after this call already did; false when it could not be written (the status then says
+    /// why).
     fn persist(&self) -> bool {
-        let mut failed = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let request = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut state = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        if state.covered >= request && state.failed.is_none() {
+            return true;
+        }
+        // Read before the snapshot: every request counted so far changed the document first.
+        let covers = self.requested.load(Ordering::SeqCst);
         let doc = JournalDoc {
             version: 0,
             steps: self.board.snapshot().steps,
@@ -95,7 +168,8 @@ impl Recorder {
         };
         match self.journal.save(&doc) {
             Ok(()) => {
-                if let Some(resolved) = failed.take() {
+                state.covered = covers;
+                if let Some(resolved) = state.failed.take() {
                     tracing::info!("journal written again");
                     self.board
                         .update(|doc| doc.warnings.retain(|w| *w != resolved));
@@ -105,18 +179,18 @@ impl Recorder {
             Err(err) => {
                 let warning = err.to_string();
                 // Once per distinct failure: the retries after the bootstrap would repeat it.
-                if failed.as_deref() != Some(warning.as_str()) {
+                if state.failed.as_deref() != Some(warning.as_str()) {
                     tracing::error!("{err}");
                 }
                 self.board.update(|doc| {
-                    if let Some(earlier) = &*failed {
+                    if let Some(earlier) = &state.failed {
                         doc.warnings.retain(|w| w != earlier);
                     }
                     if !doc.warnings.contains(&warning) {
                         doc.warnings.push(warning.clone());
                     }
                 });
-                *failed = Some(warning);
+                state.failed = Some(warning);
                 false
             }
         }
@@ -129,6 +203,7 @@ impl Recorder {
             .write
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .failed
             .is_some();
         if !unsaved {
             return;
@@ -186,13 +261,11 @@ impl Engine {
         pending_reboot: Option<PendingReboot>,
         stop: CancellationToken,
     ) -> EngineEnd {
-        let recorder = Recorder {
-            board: self.board.clone(),
-            journal: self.journal.clone(),
-            pending_reboot: Arc::new(Mutex::new(None)),
-            boot_id: current_boot_id(&self.root),
-            write: Arc::new(Mutex::new(None)),
-        };
+        let recorder = Recorder::new(
+            self.board.clone(),
+            self.journal.clone(),
+            current_boot_id(&self.root),
+        );
         if let Some(pending) = pending_reboot {
             if pending.boot_id == current_boot_id(&self.root) {
                 // The reboot was asked for but has not happened (the agent was restarted
@@ -205,7 +278,9 @@ impl Engine {
             );
         }
         recorder.node_state(NodeState::Bootstrapping);
-        recorder.persist();
+        // The first step need not wait for this: the journal on disk already holds every
+        // finished step, and a crash now loses nothing but this boot's id.
+        recorder.persist_in_background();
 
         let package_lock = PackageLock::default();
         let mut tasks: JoinSet<(usize, TaskEnd)> = JoinSet::new();
@@ -223,7 +298,7 @@ impl Engine {
                 () = stop.cancelled() => {
                     self.children.stop_all(self.settings.agent.stop_grace).await;
                     tasks.shutdown().await;
-                    recorder.persist();
+                    recorder.settle().await;
                     return EngineEnd::Stopped;
                 }
             };
@@ -241,7 +316,7 @@ impl Engine {
         if let Some(step) = reboot_for {
             return self.reboot(&recorder, step).await;
         }
-        let end = self.finish(&recorder);
+        let end = self.finish(&recorder).await;
         recorder.keep_saving_if_unsaved();
         end
     }
@@ -285,7 +360,8 @@ impl Engine {
                 skipped = true;
                 continue;
             }
-            if let Err(err) = recorder.transition(index, Transitions::start) {
+            // Written with the first attempt, which follows at once.
+            if let Err(err) = recorder.apply(index, Transitions::start) {
                 tracing::error!("{err}");
                 continue;
             }
@@ -332,7 +408,7 @@ impl Engine {
         }
     }
 
-    fn finish(&self, recorder: &Recorder) -> EngineEnd {
+    async fn finish(&self, recorder: &Recorder) -> EngineEnd {
         let doc = self.board.snapshot();
         let failed = doc
             .steps
@@ -365,7 +441,7 @@ impl Engine {
                 EngineEnd::Ready
             }
         };
-        recorder.persist();
+        recorder.settle().await;
         end
     }
 
@@ -387,7 +463,7 @@ impl Engine {
                 }
             });
             self.block_dependents_if_failed(recorder, index);
-            return self.finish(recorder);
+            return self.finish(recorder).await;
         }
         *recorder
             .pending_reboot
@@ -397,7 +473,7 @@ impl Engine {
             boot_id: current_boot_id(&self.root),
         });
         recorder.node_state(NodeState::Rebooting { step: step.clone() });
-        recorder.persist();
+        recorder.settle().await;
         let spec = CommandSpec::new("systemctl").arg("reboot");
         let log = StepLog::open(
             &self.log_dir.join(format!("{step}.log")),
@@ -409,12 +485,16 @@ impl Engine {
             Ok(outcome) => {
                 tracing::error!("`{spec}` {}", outcome.describe());
                 self.reboot_failed(recorder, index, &StepError::command(&spec, &outcome, false))
+                    .await
             }
-            Err(err) => self.reboot_failed(recorder, index, &StepError::io(&spec, err)),
+            Err(err) => {
+                self.reboot_failed(recorder, index, &StepError::io(&spec, err))
+                    .await
+            }
         }
     }
 
-    fn reboot_failed(&self, recorder: &Recorder, index: usize, err: &StepError) -> EngineEnd {
+    async fn reboot_failed(&self, recorder: &Recorder, index: usize, err: &StepError) -> EngineEnd {
         *recorder
             .pending_reboot
             .lock()
@@ -426,7 +506,7 @@ impl Engine {
             }
         });
         self.block_dependents_if_failed(recorder, index);
-        self.finish(recorder)
+        self.finish(recorder).await
     }
 }
 

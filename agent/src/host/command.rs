@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::leftovers::GroupRecords;
+use super::leftovers::{Announced, COMMAND_ID_ENV, GroupRecords};
 
 /// Captured output kept in memory for a step to inspect; the whole stream also goes to the
 /// step's log. Large outputs keep their end, where tools print their verdict.
@@ -156,6 +156,11 @@ impl ChildRegistry {
         }
     }
 
+    /// Notes, where groups are recorded, that a command is about to start.
+    fn announce(&self) -> Option<Announced> {
+        self.records.as_ref().and_then(GroupRecords::announce)
+    }
+
     fn insert(&self, pgid: i32) {
         self.lock().insert(pgid);
         if let Some(records) = &self.records {
@@ -248,6 +253,11 @@ impl CommandRunner for SystemRunner {
         if let Some(dir) = &spec.cwd {
             command.current_dir(dir);
         }
+        // Withdrawn once the group is recorded below, or when the command cannot start.
+        let announced = self.registry.announce();
+        if let Some(announced) = &announced {
+            command.env(COMMAND_ID_ENV, announced.token());
+        }
         let mut child = command
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{spec}`: {e}")))?;
@@ -256,6 +266,7 @@ impl CommandRunner for SystemRunner {
             .and_then(|pid| i32::try_from(pid).ok())
             .ok_or_else(|| io::Error::other(format!("`{spec}` has no process id")))?;
         self.registry.insert(pgid);
+        drop(announced);
         let mut guard = GroupGuard {
             pgid,
             registry: self.registry.clone(),

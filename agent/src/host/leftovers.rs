@@ -11,7 +11,14 @@
 //! A record names the boot and the group leader's start time, so that a group id the kernel
 //! has since given to another process is left alone. Process ids belong to the machine, not to
 //! the host root, so `/proc` here is the real one.
+//!
+//! A group id is only known once the command runs, so an agent killed between starting a
+//! command and recording it would leave a command nobody knows of. Before it starts a command
+//! the agent therefore writes a `starting-TOKEN` record and gives the command the token in
+//! `RAYEFA_COMMAND_ID`; the record is removed once the group's own record is written. The next
+//! agent finds the processes of a `starting-` record left behind by their environment.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +33,32 @@ use super::HostRoot;
 pub(crate) struct GroupRecords {
     dir: PathBuf,
     boot_id: String,
+}
+
+/// The variable that carries a `starting-` record's token into the command it announces.
+pub(crate) const COMMAND_ID_ENV: &str = "RAYEFA_COMMAND_ID";
+
+const STARTING_PREFIX: &str = "starting-";
+
+/// A command about to start: its `starting-` record, removed when this is dropped (once the
+/// command's group is recorded, or when it could not start).
+#[derive(Debug)]
+pub(crate) struct Announced {
+    token: String,
+    file: PathBuf,
+}
+
+impl Announced {
+    /// The value for [`COMMAND_ID_ENV`] in the command's environment.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
 }
 
 /// A process group found running from a record and stopped.
@@ -47,6 +80,25 @@ impl GroupRecords {
 
     fn file(&self, pgid: i32) -> PathBuf {
         self.dir.join(pgid.to_string())
+    }
+
+    /// Notes that a command is about to start; `None` when the note cannot be written (best
+    /// effort, as [`GroupRecords::add`]).
+    pub(crate) fn announce(&self) -> Option<Announced> {
+        let token = format!("{:016x}", fastrand::u64(..));
+        let file = self.dir.join(format!("{STARTING_PREFIX}{token}"));
+        let written = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| std::fs::write(&file, format!("{}\n", self.boot_id)));
+        match written {
+            Ok(()) => Some(Announced { token, file }),
+            Err(err) => {
+                tracing::warn!(
+                    "cannot record a starting command in {}: {err}",
+                    self.dir.display()
+                );
+                None
+            }
+        }
     }
 
     /// Notes that the group `pgid` (whose leader is the process `pgid`) runs. Best effort: a
@@ -86,13 +138,24 @@ impl GroupRecords {
                 .and_then(|n| n.parse::<i32>().ok());
             let record = std::fs::read_to_string(&path).unwrap_or_default();
             let _ = std::fs::remove_file(&path);
-            if let Some(pgid) = pgid
+            let token = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(STARTING_PREFIX))
+                .map(str::to_owned);
+            if let Some(token) = token {
+                if record.lines().next() == Some(self.boot_id.as_str()) {
+                    running.extend(groups_with_command_id(&token));
+                }
+            } else if let Some(pgid) = pgid
                 && pgid > 1
                 && self.still_ours(pgid, &record)
             {
                 running.push(pgid);
             }
         }
+        running.sort_unstable();
+        running.dedup();
         let mut stopped = Vec::new();
         for pgid in running {
             if killpg(Pid::from_raw(pgid), Signal::SIGTERM).is_ok() {
@@ -132,6 +195,32 @@ impl GroupRecords {
     }
 }
 
+/// The process groups of every process whose environment holds `RAYEFA_COMMAND_ID=token`.
+fn groups_with_command_id(token: &str) -> BTreeSet<i32> {
+    let wanted = format!("{COMMAND_ID_ENV}={token}");
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return BTreeSet::new();
+    };
+    processes
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
+                    .split(|byte| *byte == 0)
+                    .any(|variable| variable == wanted.as_bytes())
+            })
+        })
+        .filter_map(process_group)
+        .filter(|pgid| *pgid > 1)
+        .collect()
+}
+
+/// The process group of process `pid` (`/proc/PID/stat` field 5).
+fn process_group(pid: i32) -> Option<i32> {
+    stat_field(pid, 2)
+}
+
 /// Whether any process is in the group `pgid`.
 fn group_exists(pgid: i32) -> bool {
     !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
@@ -139,11 +228,16 @@ fn group_exists(pgid: i32) -> bool {
 
 /// The start time of process `pid` in clock ticks since boot (`/proc/PID/stat` field 22).
 fn start_time(pid: i32) -> Option<u64> {
+    stat_field(pid, 19)
+}
+
+/// Field `index + 3` of `/proc/PID/stat`, counting from 1.
+fn stat_field<T: std::str::FromStr>(pid: i32, index: usize) -> Option<T> {
     let stat =
         std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses; fields after it do not.
     let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    after_name.split_whitespace().nth(index)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -157,9 +251,14 @@ mod tests {
     /// Starts `script` as the leader of its own group, reaped as soon as it ends (as init
     /// reaps a dead agent's orphans); its process group id.
     fn spawn_group(script: &str) -> i32 {
+        spawn_group_with(script, &[])
+    }
+
+    fn spawn_group_with(script: &str, env: &[(&str, &str)]) -> i32 {
         use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new("sh")
             .args(["-c", script])
+            .envs(env.iter().copied())
             .process_group(0)
             .spawn()
             .expect("sh");
@@ -234,6 +333,63 @@ mod tests {
         );
         assert!(group_exists(pgid));
         assert!(!records.file(pgid).exists(), "a stale record is forgotten");
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+
+    #[tokio::test]
+    async fn a_command_started_but_not_yet_recorded_is_found_by_its_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let records = records(dir.path());
+        let announced = records.announce().expect("announce");
+        let pgid = spawn_group_with(
+            "sleep 30 & sleep 30",
+            &[(COMMAND_ID_ENV, announced.token())],
+        );
+        // The agent dies here, before `add`: only the announcement is on disk.
+        let stopped = records.stop_leftovers(Duration::from_secs(2)).await;
+        assert_eq!(
+            stopped,
+            vec![Leftover {
+                pgid,
+                killed: false
+            }]
+        );
+        assert!(!group_exists(pgid), "the background sleep survived");
+        let left: Vec<_> = std::fs::read_dir(&records.dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "records left: {left:?}");
+    }
+
+    #[tokio::test]
+    async fn an_announcement_is_withdrawn_once_dropped_and_other_boots_are_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let records = records(dir.path());
+        let announced = records.announce().expect("announce");
+        let file = announced.file.clone();
+        assert!(file.exists());
+        drop(announced);
+        assert!(!file.exists());
+
+        let token = "0123456789abcdef";
+        let pgid = spawn_group_with("sleep 30", &[(COMMAND_ID_ENV, token)]);
+        std::fs::write(
+            records.dir.join(format!("{STARTING_PREFIX}{token}")),
+            "another-boot\n",
+        )
+        .expect("write");
+        assert!(
+            records
+                .stop_leftovers(Duration::from_secs(1))
+                .await
+                .is_empty()
+        );
+        assert!(
+            group_exists(pgid),
+            "a process of another boot's record was stopped"
+        );
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }
