@@ -46,6 +46,12 @@ impl LoopDisk {
     /// Makes `image` (`size` bytes, sparse) with one partition filling it, attaches it, formats
     /// the partition with XFS and mounts it on `mount_point`, which must exist.
     pub fn xfs(image: &Path, size: u64, mount_point: &Path) -> Self {
+        Self::formatted(image, size, mount_point, &["mkfs.xfs", "-q"])
+    }
+
+    /// As [`LoopDisk::xfs`], with the partition formatted by `mkfs` and its arguments (the
+    /// partition's path is appended), e.g. `["mkfs.ext4", "-q", "-F"]`.
+    pub fn formatted(image: &Path, size: u64, mount_point: &Path, mkfs: &[&str]) -> Self {
         let mut disk = Self {
             image: image.to_owned(),
             device: None,
@@ -81,13 +87,21 @@ impl LoopDisk {
             assert!(Instant::now() < deadline, "{partition} did not appear");
             std::thread::sleep(Duration::from_millis(20));
         }
-        sh("mkfs.xfs", &["-q", &partition]);
+        let (program, args) = mkfs.split_first().expect("a mkfs program");
+        let mut args = args.to_vec();
+        args.push(&partition);
+        sh(program, &args);
         sh(
             "mount",
             &[&partition, &disk.mount_point.display().to_string()],
         );
         disk.mounted = true;
         disk
+    }
+
+    /// Where the partition is mounted.
+    pub fn mount_point(&self) -> &Path {
+        &self.mount_point
     }
 
     /// `/dev/loopN`.
