@@ -1,5 +1,5 @@
-//! The engine's memory across crashes and reboots: every step's record, written atomically on
-//! every transition.
+//! The engine's memory across crashes and reboots: every step's record, written atomically
+//! after transitions (`run.rs` decides when: in the background, several at a time).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
