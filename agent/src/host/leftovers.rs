@@ -145,7 +145,7 @@ impl GroupRecords {
                 .map(str::to_owned);
             if let Some(token) = token {
                 if record.lines().next() == Some(self.boot_id.as_str()) {
-                    running.extend(groups_with_command_id(&token));
+                    running.extend(find_command_groups(&token).await);
                 }
             } else if let Some(pgid) = pgid
                 && pgid > 1
@@ -193,6 +193,24 @@ impl GroupRecords {
         }
         start_time(pgid).is_none_or(|now| now.to_string() == started)
     }
+}
+
+/// How often the processes of a `starting-` record are looked for before concluding that
+/// the command never ran or has ended: a process in the middle of `execve` shows an empty
+/// environment for a moment.
+const SCANS: u32 = 3;
+
+/// The groups of a command announced as `token`, looked for [`SCANS`] times 50 ms apart until
+/// found.
+async fn find_command_groups(token: &str) -> BTreeSet<i32> {
+    for scan in 1..=SCANS {
+        let found = groups_with_command_id(token);
+        if !found.is_empty() || scan == SCANS {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    BTreeSet::new()
 }
 
 /// The process groups of every process whose environment holds `RAYEFA_COMMAND_ID=token`.
@@ -336,15 +354,28 @@ mod tests {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 
+    fn processes_in_group(pgid: i32) -> usize {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| process_group(*pid) == Some(pgid))
+            .count()
+    }
+
     #[tokio::test]
     async fn a_command_started_but_not_yet_recorded_is_found_by_its_token() {
         let dir = tempfile::tempdir().expect("tempdir");
         let records = records(dir.path());
         let announced = records.announce().expect("announce");
-        let pgid = spawn_group_with(
-            "sleep 30 & sleep 30",
-            &[(COMMAND_ID_ENV, announced.token())],
-        );
+        let pgid = spawn_group_with("sleep 30 & wait", &[(COMMAND_ID_ENV, announced.token())]);
+        // The shell and its sleep both running, so that no scan below meets one in the middle
+        // of `execve`.
+        let settled = (0..250).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            processes_in_group(pgid) == 2
+        });
+        assert!(settled, "the command's sleep did not start");
         // The agent dies here, before `add`: only the announcement is on disk.
         let stopped = records.stop_leftovers(Duration::from_secs(2)).await;
         assert_eq!(
