@@ -38,6 +38,7 @@ pub struct TestEfaInstaller {
 impl TestEfaInstaller {
     /// Makes the key, the tarball and its signature in `dir`.
     pub fn make(dir: &Path) -> TestEfaInstaller {
+        std::fs::create_dir_all(dir).expect("installer directory");
         let gpg = Gpg::new();
         let fingerprint = gpg.generate(
             "rayefa fleet test EFA installer key <fleet@rayefa.invalid>",
