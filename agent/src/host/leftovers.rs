@@ -293,15 +293,7 @@ mod tests {
         records.add(pgid);
         assert!(records.file(pgid).exists());
 
-        let stopped = records.stop_leftovers(Duration::from_secs(2)).await;
-        assert_eq!(
-            stopped,
-            vec![Leftover {
-                pgid,
-                killed: false
-            }]
-        );
-        assert!(!group_exists(pgid), "the background sleep survived");
+        assert_stops_exactly(&records, pgid).await;
         assert!(!records.file(pgid).exists());
         assert!(
             records
@@ -354,6 +346,20 @@ mod tests {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 
+    /// The next agent's clean-up stops the group `pgid` with SIGTERM, its background
+    /// process included, and nothing else.
+    async fn assert_stops_exactly(records: &GroupRecords, pgid: i32) {
+        let stopped = records.stop_leftovers(Duration::from_secs(2)).await;
+        assert_eq!(
+            stopped,
+            vec![Leftover {
+                pgid,
+                killed: false
+            }]
+        );
+        assert!(!group_exists(pgid), "the background sleep survived");
+    }
+
     fn processes_in_group(pgid: i32) -> usize {
         std::fs::read_dir("/proc")
             .expect("/proc")
@@ -377,15 +383,7 @@ mod tests {
         });
         assert!(settled, "the command's sleep did not start");
         // The agent dies here, before `add`: only the announcement is on disk.
-        let stopped = records.stop_leftovers(Duration::from_secs(2)).await;
-        assert_eq!(
-            stopped,
-            vec![Leftover {
-                pgid,
-                killed: false
-            }]
-        );
-        assert!(!group_exists(pgid), "the background sleep survived");
+        assert_stops_exactly(&records, pgid).await;
         let left: Vec<_> = std::fs::read_dir(&records.dir)
             .expect("dir")
             .flatten()
