@@ -2,17 +2,10 @@
 //! from the instance metadata service (IMDSv2), looked up in the background so that a machine
 //! off EC2 starts without waiting.
 
-use std::time::Duration;
-
 use rayefa_wire::{Ec2Facts, NodeFacts};
 use tokio::sync::watch;
 
-use crate::host::HostRoot;
-
-/// How long the metadata service gets to answer the first request before the agent decides it
-/// is not on EC2.
-const IMDS_FIRST_ANSWER: Duration = Duration::from_secs(2);
-const IMDS_TOKEN_TTL_SECS: &str = "21600";
+use crate::host::{HostRoot, Imds};
 
 /// Machine facts that need no network.
 pub(crate) fn local_facts(root: &HostRoot) -> NodeFacts {
@@ -97,47 +90,20 @@ impl Ec2Lookup {
 }
 
 async fn fetch(endpoint: &str) -> Result<Ec2Facts, reqwest::Error> {
-    let base = endpoint.trim_end_matches('/');
-    let client = reqwest::Client::builder()
-        .connect_timeout(IMDS_FIRST_ANSWER)
-        .timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build()?;
-    let token = client
-        .put(format!("{base}/latest/api/token"))
-        .header("X-aws-ec2-metadata-token-ttl-seconds", IMDS_TOKEN_TTL_SECS)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let get = |path: String| {
-        let client = client.clone();
-        let token = token.clone();
-        async move {
-            client
-                .get(format!("{base}/latest/meta-data/{path}"))
-                .header("X-aws-ec2-metadata-token", token)
-                .send()
-                .await?
-                .error_for_status()?
-                .text()
-                .await
-                .map(|t| t.trim().to_owned())
-        }
-    };
-    let instance_id = get("instance-id".into()).await?;
-    let instance_type = get("instance-type".into()).await?;
-    let availability_zone = get("placement/availability-zone".into()).await?;
-    let private_ip = get("local-ipv4".into()).await.ok();
+    let imds = Imds::new(endpoint)?.session().await?;
+    let instance_id = imds.get("instance-id").await?;
+    let instance_type = imds.get("instance-type").await?;
+    let availability_zone = imds.get("placement/availability-zone").await?;
+    let private_ip = imds.get("local-ipv4").await.ok();
     let mut interface_types = Vec::new();
-    if let Ok(macs) = get("network/interfaces/macs/".into()).await {
+    if let Ok(macs) = imds.get("network/interfaces/macs/").await {
         for mac in macs
             .lines()
             .map(|m| m.trim().trim_end_matches('/'))
             .filter(|m| !m.is_empty())
         {
-            let kind = get(format!("network/interfaces/macs/{mac}/interface-type"))
+            let kind = imds
+                .get(&format!("network/interfaces/macs/{mac}/interface-type"))
                 .await
                 .unwrap_or_else(|_| "interface".to_owned());
             interface_types.push(kind);

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::facts::Ec2Lookup;
+use crate::host::Imds;
 use credentials::{CredentialsError, RoleCredentialSource};
 use request::{SignError, create_tags_body, sign_create_tags};
 
@@ -220,12 +221,8 @@ pub(crate) async fn run(
             return;
         }
     };
-    let imds = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build()
-    {
-        Ok(client) => client,
+    let imds = match Imds::new(&config.imds_endpoint) {
+        Ok(imds) => imds,
         Err(err) => {
             tracing::warn!("cannot make an HTTP client; state tags are not published: {err}");
             return;
@@ -233,7 +230,7 @@ pub(crate) async fn run(
     };
     let mut writer = TagWriter {
         client,
-        credentials: RoleCredentialSource::new(imds, &config.imds_endpoint),
+        credentials: RoleCredentialSource::new(imds),
         url,
         region,
         instance_id: facts.instance_id,

@@ -2,7 +2,8 @@
 //! the outcome `docs/reliability.md` defines for it (node state, step, error text, retry or
 //! not, `rayefa-agent status` exit code).
 //!
-//! Downloads and the instance metadata service are real HTTP servers on 127.0.0.1; the EFA
+//! Downloads and the instance metadata service are real HTTP servers on 127.0.0.1 (the fault
+//! server of `rayefa_test_support::fault_http`, with plans of misbehaviours); the EFA
 //! installer is a real tarball signed by a real OpenPGP key (GnuPG, Debian package `gnupg`)
 //! whose `efa_installer.sh` writes the manifest under the scratch root; a full disk is a real
 //! tmpfs (root only). The engine's `systemctl reboot` is a stand-in on `PATH` that records the
@@ -12,16 +13,13 @@
 
 mod support;
 
-#[path = "support/loopback_http.rs"]
-mod loopback_http;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use loopback_http::{Reply, Server};
+use rayefa_test_support::fault_http::{Reply, Server};
 use rayefa_test_support::files::{tar_gz, write_executable};
 use rayefa_test_support::{Gpg, sha256_hex};
 use support::{Node, get, kill_and_wait, procs};

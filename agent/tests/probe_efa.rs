@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use rayefa_wire::{FabricProbe, ProbeOutcome};
+use rayefa_wire::{EFA_PCI_DEVICES, EFA_PCI_VENDOR, FabricProbe, ProbeOutcome};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_rayefa-agent");
 
@@ -126,27 +126,80 @@ fn the_table_shows_every_entry_fi_info_shows() {
     );
 }
 
-#[test]
-fn efa_is_absent_here_and_exits_1() {
-    let output = agent(&["--provider", "efa"]);
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("fi_getinfo: -61 (No data available): no provider `efa`"),
-        "{stderr}"
-    );
+/// The EFA devices of this host, by what the kernel shows: an EFA function on the PCI bus
+/// (vendor 0x1d0f, device 0xefa0 to 0xefa3) or an RDMA device the efa driver made
+/// (`/sys/class/infiniband/rdmap*`). Empty off EC2 and on instances without EFA.
+fn host_efa_devices() -> Vec<String> {
+    let read =
+        |path: std::path::PathBuf| std::fs::read_to_string(path).map(|text| text.trim().to_owned());
+    let mut found = Vec::new();
+    if let Ok(devices) = std::fs::read_dir("/sys/bus/pci/devices") {
+        for device in devices.flatten() {
+            let vendor = read(device.path().join("vendor")).unwrap_or_default();
+            let id = read(device.path().join("device")).unwrap_or_default();
+            if vendor == EFA_PCI_VENDOR && EFA_PCI_DEVICES.contains(&id.as_str()) {
+                found.push(format!(
+                    "PCI {} ({id})",
+                    device.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    if let Ok(devices) = std::fs::read_dir("/sys/class/infiniband") {
+        for device in devices.flatten() {
+            let name = device.file_name().to_string_lossy().into_owned();
+            if name.starts_with("rdmap") {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
 
+/// The default provider is `efa`: on a host with EFA the probe finds it and agrees with
+/// `fi_info -p efa`; on a host without, it exits 1 with libfabric's "no data".
+#[test]
+fn efa_is_found_exactly_when_the_host_has_efa() {
+    let devices = host_efa_devices();
+    let output = agent(&["--provider", "efa"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     let (code, probe) = json(&[]);
-    assert_eq!(code, 1);
     assert_eq!(
         probe.query.provider.as_deref(),
         Some("efa"),
         "efa is the default"
     );
-    assert!(
-        matches!(probe.outcome, ProbeOutcome::NoProvider { .. }),
-        "{probe:?}"
-    );
+
+    if devices.is_empty() {
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert!(
+            stderr.contains("fi_getinfo: -61 (No data available): no provider `efa`"),
+            "{stderr}"
+        );
+        assert_eq!(code, 1);
+        assert!(
+            matches!(probe.outcome, ProbeOutcome::NoProvider { .. }),
+            "{probe:?}"
+        );
+    } else {
+        // libfabric finds EFA only with the efa kernel driver and rdma-core's libefa.
+        let why = format!(
+            "this host has EFA ({}), so libfabric should list the efa provider \
+             (is the efa driver loaded, is libefa1 installed?)",
+            devices.join(", ")
+        );
+        assert_eq!(output.status.code(), Some(0), "{why}: {output:?}");
+        assert_eq!(code, 0, "{why}: {probe:?}");
+        assert_eq!(probe.outcome, ProbeOutcome::Found, "{why}");
+        assert!(
+            probe
+                .entries
+                .iter()
+                .any(|e| e.provider.split(';').any(|p| p == "efa")),
+            "{probe:?}"
+        );
+        assert_eq!(as_listed(&probe), fi_info(&["-p", "efa"]));
+    }
 }
 
 #[test]

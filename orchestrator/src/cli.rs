@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use rayefa_cluster::duration::parse_duration;
+
+use crate::provider::aws::TagFilter;
+use crate::view::OutputFormat;
 
 /// Launches a Ray cluster from a Ray cluster-launcher YAML, without SSH: every node runs
 /// rayefa-agent, which bootstraps it and reports its progress over HTTP.
@@ -33,19 +37,7 @@ pub(crate) struct GlobalArgs {
     pub(crate) quiet: bool,
 }
 
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum OutputFormat {
-    /// Tables and progress for a person.
-    Table,
-    /// One JSON document on stdout.
-    Json,
-    /// `export NAME='value'` lines a shell can `eval` (`rayefa env`; other commands print
-    /// their table).
-    Env,
-}
-
-/// The commands. The AWS engineer adds `env`, `instance-types` and `prepare` here.
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Launch the cluster described by FILE (head first, then workers) and wait until every
@@ -86,14 +78,14 @@ pub(crate) enum Command {
     /// Find what a cluster file refers to in AWS: region, account, the VPC and private subnet
     /// by tag, the latest Amazon Linux 2023 AMIs (x86_64, arm64), the head and worker security
     /// groups by name. `--output env` prints `export` lines: `eval "$(rayefa env --output env)"`.
-    Env(crate::aws::EnvArgs),
+    Env(EnvArgs),
     /// List EC2 instance types with vCPUs, cores, memory, architecture, the most EFA
     /// interfaces and network cards, for example `--family 7i,8g,7a --efa`.
-    InstanceTypes(crate::aws::InstanceTypesArgs),
+    InstanceTypes(InstanceTypesArgs),
     /// Create what EFA nodes of FILE need before they launch: the cluster placement groups
     /// their node_config names and the security groups' all-traffic rules to themselves, in
     /// and out. Running it again changes nothing and says "already present".
-    Prepare(crate::aws::PrepareArgs),
+    Prepare(PrepareArgs),
 }
 
 /// The cluster file argument.
@@ -160,65 +152,49 @@ pub(crate) struct UserDataArgs {
     pub(crate) head_address: Option<String>,
 }
 
-/// Parses `90`, `90s`, `15m`, `2h` or `500ms`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let wrong =
-        || format!("`{text}` is not a duration: use a number with ms, s, m or h (90s, 15m, 2h)");
-    let value: f64 = number.parse().map_err(|_| wrong())?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(wrong()),
-    };
-    check_duration_secs(text, seconds)
+/// `rayefa env`
+#[derive(Debug, Args)]
+pub(crate) struct EnvArgs {
+    /// The region to look in; otherwise AWS_REGION or the profile's.
+    #[arg(long)]
+    pub(crate) region: Option<String>,
+    /// The tag that marks the cluster's VPC.
+    #[arg(long, value_name = "KEY=VALUE", default_value = "Name=RayVPC")]
+    pub(crate) vpc_tag: TagFilter,
+    /// The tag that marks the private subnet, in that VPC.
+    #[arg(
+        long,
+        value_name = "KEY=VALUE",
+        default_value = "Name=Ray-Private-Subnet"
+    )]
+    pub(crate) subnet_tag: TagFilter,
+    /// The name of the head nodes' security group, in that VPC.
+    #[arg(long, value_name = "NAME", default_value = "RayHeadSG")]
+    pub(crate) head_sg: String,
+    /// The name of the worker nodes' security group, in that VPC.
+    #[arg(long, value_name = "NAME", default_value = "RayWorkerSG")]
+    pub(crate) worker_sg: String,
 }
 
-/// The longest duration rayefa takes anywhere: longer ones are mistakes, and far longer ones
-/// overflow the clock when added to the current time.
-pub(crate) const MAX_DURATION_SECS: f64 = 30.0 * 24.0 * 3600.0;
-
-/// `seconds` (spelled `text` by the user) as a duration of at most [`MAX_DURATION_SECS`].
-pub(crate) fn check_duration_secs(text: &str, seconds: f64) -> Result<Duration, String> {
-    if seconds > MAX_DURATION_SECS {
-        return Err(format!(
-            "`{text}` is longer than 30 days (720h), the longest duration rayefa takes"
-        ));
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|_| {
-        format!("`{text}` is not a duration: use a number with ms, s, m or h (90s, 15m, 2h)")
-    })
+/// `rayefa instance-types`
+#[derive(Debug, Args)]
+pub(crate) struct InstanceTypesArgs {
+    /// The region to look in; otherwise AWS_REGION or the profile's.
+    #[arg(long)]
+    pub(crate) region: Option<String>,
+    /// Families to show, comma-separated: `7i` matches every type whose name contains `7i`
+    /// (m7i, c7i, u7i-6tb...); a value with `*` or `.` is a pattern of its own (`c7i.*`).
+    #[arg(long, value_delimiter = ',', value_name = "FAMILY,...")]
+    pub(crate) family: Vec<String>,
+    /// Only types that support EFA.
+    #[arg(long)]
+    pub(crate) efa: bool,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_the_usual_units() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("10 minutes").is_err());
-        assert!(parse_duration("s").is_err());
-        assert_eq!(
-            parse_duration("720h"),
-            Ok(Duration::from_secs(30 * 24 * 3600))
-        );
-        assert_eq!(
-            parse_duration("18000000000000000000s"),
-            Err(
-                "`18000000000000000000s` is longer than 30 days (720h), the longest duration \
-                 rayefa takes"
-                    .to_owned()
-            )
-        );
-    }
+/// `rayefa prepare`
+#[derive(Debug, Args)]
+pub(crate) struct PrepareArgs {
+    /// The cluster file whose placement groups and EFA security groups to prepare.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
 }

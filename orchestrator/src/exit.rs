@@ -8,8 +8,8 @@
 //! | 3 | the provider failed: the cloud refused or failed, or processes could not be started |
 //! | 4 | timed out: nodes were not ready in time |
 
-use crate::cluster::ClusterError;
 use crate::provider::ProviderError;
+use rayefa_cluster::ClusterError;
 
 /// What the process exit code means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

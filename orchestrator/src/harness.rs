@@ -1,6 +1,4 @@
-//! The public surface for benchmarks (`benches/`) and fuzz targets (`fuzz/`): a few entry
-//! points into code that is otherwise `pub(crate)`. Not an API: nothing outside this
-//! repository should depend on it.
+//! The public surface for benchmarks (`benches/`): a few entry points into code that is
+//! otherwise `pub(crate)`. Not an API: nothing outside this repository should depend on it.
 #![doc(hidden)]
 pub mod bench_poll;
-pub mod fuzz;

@@ -1,19 +1,17 @@
 //! `rayefa`: launches a Ray cluster from a Ray cluster-launcher YAML and waits until every
 //! node's agent reports ready. No SSH: nodes report themselves over HTTP.
 //!
-//! Layout: `cli` (the command line), `cluster` (reading and checking the cluster file),
-//! `render` (a node's agent configuration), `provider` (the seam to what runs nodes, with
-//! the `local` provider; `aws` holds the EC2 one), `wait` (polling agents), `view` (progress,
-//! tables, JSON), `commands` (one module per command), `exit` (exit codes).
+//! Layers, each using only those below it: the cluster file (the `rayefa-cluster` crate:
+//! model, checks, agent configurations), `provider` (the seam to what runs nodes, chosen in
+//! one place: `local` and `aws`), `wait` (polling agents), `view` (progress, tables, JSON),
+//! `commands` (one module per command), and on top `cli` (every command and its arguments)
+//! and `exit` (exit codes).
 
-mod aws;
 mod cli;
-mod cluster;
 mod commands;
 mod exit;
 pub mod harness;
 mod provider;
-mod render;
 mod view;
 mod wait;
 
@@ -44,16 +42,16 @@ pub fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, exit::Error> {
-    let output = Output::new(&cli.global);
+    let output = Output::new(cli.global.output, cli.global.verbose, cli.global.quiet);
     match &cli.command {
         Command::Up(args) => commands::up::run(args, output).await,
         Command::Status(args) => commands::status::run(args, output).await,
         Command::Down(args) => commands::down::run(args, output).await,
-        Command::Validate(args) => commands::validate::run(args, &cli.global, output).await,
+        Command::Validate(args) => commands::validate::run(args, output).await,
         Command::UserData(args) => commands::user_data::run(args, output),
-        Command::Env(args) => aws::env(&cli.global, args).await,
-        Command::InstanceTypes(args) => aws::instance_types(&cli.global, args).await,
-        Command::Prepare(args) => aws::prepare(&cli.global, args).await,
+        Command::Env(args) => commands::env::run(args, output).await,
+        Command::InstanceTypes(args) => commands::instance_types::run(args, output).await,
+        Command::Prepare(args) => commands::prepare::run(args, output).await,
     }
 }
 

@@ -3,13 +3,11 @@
 //! manager and systemctl, which cannot run here, are stand-ins on PATH that record their
 //! arguments (the stand-in dnf/apt-get "installs" a rayefa-agent that prints a version).
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rayefa_test_support::fault_http::Server;
 use rayefa_test_support::files::write_executable;
-use rayefa_test_support::http::read_request_line;
 use rayefa_test_support::sha256_hex;
 use rayefa_wire::{AgentConfigFile, Role};
 
@@ -19,32 +17,11 @@ const SEED: &str = include_str!("fixtures/aws/cluster-efa.yaml");
 /// What the stand-in package is made of.
 const PACKAGE: &[u8] = b"not really an RPM, but bytes whose SHA-256 is pinned";
 
-/// Serves `PACKAGE` at `/rayefa-agent.rpm` on a loopback port, 404 elsewhere; returns the
-/// base URL.
-fn serve_package() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
-    let address = listener.local_addr().expect("address");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let Some(request_line) = read_request_line(&stream) else {
-                continue;
-            };
-            let found = request_line.starts_with("GET /rayefa-agent.rpm ");
-            let (status, body): (&str, &[u8]) = if found {
-                ("200 OK", PACKAGE)
-            } else {
-                ("404 Not Found", b"no such file")
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(body);
-        }
-    });
-    format!("http://{address}")
+/// Serves `PACKAGE` at `/rayefa-agent.rpm` on a loopback port, 404 elsewhere, until dropped.
+fn serve_package() -> Server {
+    let server = Server::start();
+    server.route("/rayefa-agent.rpm", PACKAGE, &[]);
+    server
 }
 
 /// A node's scratch root with os-release, and stand-ins for the package manager and systemctl.
@@ -176,9 +153,9 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn the_seed_workers_user_data_installs_configures_and_starts_the_agent() {
-    let base = serve_package();
+    let host = serve_package();
     let node = Node::new(AMAZON_LINUX);
-    let url = format!("{base}/rayefa-agent.rpm");
+    let url = host.url("/rayefa-agent.rpm");
     let script = user_data(
         node.dir.path(),
         Some((&url, &sha256_hex(PACKAGE))),
@@ -217,9 +194,9 @@ fn the_seed_workers_user_data_installs_configures_and_starts_the_agent() {
 
 #[test]
 fn a_package_that_does_not_match_its_pin_is_refused_before_anything_changes() {
-    let base = serve_package();
+    let host = serve_package();
     let node = Node::new(AMAZON_LINUX);
-    let url = format!("{base}/rayefa-agent.rpm");
+    let url = host.url("/rayefa-agent.rpm");
     let wrong = "0".repeat(64);
     let out = node.boot_head_node(&url, &wrong);
     assert_eq!(out.status.code(), Some(1));
@@ -237,9 +214,9 @@ fn a_package_that_does_not_match_its_pin_is_refused_before_anything_changes() {
 
 #[test]
 fn a_download_that_fails_says_which_url() {
-    let base = serve_package();
+    let host = serve_package();
     let node = Node::new(AMAZON_LINUX);
-    let url = format!("{base}/missing.rpm");
+    let url = host.url("/missing.rpm");
     let out = node.boot_head_node(&url, &sha256_hex(PACKAGE));
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -252,9 +229,9 @@ fn a_download_that_fails_says_which_url() {
 
 #[test]
 fn debian_family_systems_install_with_apt() {
-    let base = serve_package();
+    let host = serve_package();
     let node = Node::new(UBUNTU);
-    let url = format!("{base}/rayefa-agent.rpm");
+    let url = host.url("/rayefa-agent.rpm");
     let out = node.boot_head_node(&url, &sha256_hex(PACKAGE));
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = node.calls();
@@ -267,9 +244,9 @@ fn debian_family_systems_install_with_apt() {
 
 #[test]
 fn an_unknown_os_is_named() {
-    let base = serve_package();
+    let host = serve_package();
     let node = Node::new("NAME=Plan9\nID=plan9\n");
-    let url = format!("{base}/rayefa-agent.rpm");
+    let url = host.url("/rayefa-agent.rpm");
     let out = node.boot_head_node(&url, &sha256_hex(PACKAGE));
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -52,7 +52,7 @@ fn check(name: &str, file: &Path, want: &Expected) -> Vec<String> {
 
 #[test]
 fn every_bad_cluster_file_in_the_catalogue_is_refused_with_its_exact_message() {
-    catalogue().assert_every_case(50, check);
+    catalogue().assert_every_case(70, check);
 }
 
 #[test]

@@ -1,41 +1,67 @@
 //! Orchestrator-side faults not covered elsewhere: an agent that accepts connections and never
-//! answers. The local provider starts a stand-in agent (through `RAYEFA_AGENT`) that listens
-//! on the address its configuration names, takes every connection and says nothing; `up`
-//! must give up at the head-agent deadline, launch no worker, exit 4 and say why (the node
-//! `no-answer`, its error `no answer within <request timeout>`).
+//! answers. The local provider starts a stand-in agent (through `RAYEFA_AGENT`) that says which
+//! configuration it was given and stays alive; the test then listens on the address that
+//! configuration names with the fault server (`rayefa_test_support::fault_http`), which takes
+//! every connection and says nothing. `up` must give up at the head-agent deadline, launch no
+//! worker, exit 4 and say why (the node `no-answer`, its error `no answer within <request
+//! timeout>`).
 //!
 //! (EC2 throttling and InsufficientInstanceCapacity are in `aws_launch.rs`; an agent that
 //! answered and then went silent is in `local_cluster.rs`.)
 //!
 //! Run: `cargo test -p rayefa-orchestrator --test faults`
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rayefa_test_support::fault_http::{Reply, Server};
 use rayefa_test_support::files::write_executable;
 
-/// Listens where the agent would and never answers: reads the `listen` line of the
-/// configuration it is given (`run --config FILE --root DIR`).
-const SILENT_AGENT: &str = r#"#!/usr/bin/python3
-import re, socket, sys, time
-config = open(sys.argv[sys.argv.index("--config") + 1]).read()
-host, port = re.search(r'listen\s*=\s*"([^"]+):(\d+)"', config).groups()
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind((host, int(port)))
-server.listen(64)
-held = []
-while True:
-    connection, _ = server.accept()
-    held.append(connection)
-"#;
+/// The stand-in agent (`run --config FILE --root DIR`): writes the whole path of its
+/// configuration to `announce` and stays alive until `rayefa down` stops it.
+fn silent_agent(announce: &Path) -> String {
+    format!(
+        "#!/bin/sh\n\
+         while [ \"$#\" -gt 0 ] && [ \"$1\" != --config ]; do shift; done\n\
+         readlink -f \"$2\" > {announce}.tmp && mv {announce}.tmp {announce}\n\
+         while :; do sleep 1; done\n",
+        announce = announce.display()
+    )
+}
+
+/// Waits for the stand-in agent to say which configuration it was given, then listens where
+/// that configuration's `agent.listen` says, never answering; `None` when `up` ends first.
+fn listen_silently_where_announced(announce: &Path, up: &mut Child) -> Option<Server> {
+    let started = Instant::now();
+    while !announce.exists() {
+        if up.try_wait().expect("rayefa up").is_some()
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let config = std::fs::read_to_string(announce).expect("announced configuration");
+    let config: toml::Value =
+        toml::from_str(&std::fs::read_to_string(config.trim()).expect("agent configuration"))
+            .expect("agent configuration is TOML");
+    let listen: SocketAddr = config["agent"]["listen"]
+        .as_str()
+        .and_then(|listen| listen.parse().ok())
+        .expect("agent.listen is an address");
+    let server = Server::start_at(listen);
+    server.otherwise(Reply::Hang);
+    Some(server)
+}
 
 #[test]
 fn a_head_agent_that_never_answers_times_out_without_launching_workers() {
     let dir = tempfile::tempdir().expect("scratch");
     let agent = dir.path().join("silent-agent");
-    write_executable(&agent, SILENT_AGENT);
+    let announce = dir.path().join("announced");
+    write_executable(&agent, silent_agent(&announce));
     let file = dir.path().join("cluster.yaml");
     std::fs::write(
         &file,
@@ -68,15 +94,22 @@ rayefa:
             Some(agent) => command.env("RAYEFA_AGENT", agent),
             None => command.env_remove("RAYEFA_AGENT"),
         };
-        command.output().expect("rayefa runs")
+        command
     };
 
     let started = Instant::now();
-    let up = rayefa(&["up", "--output", "json"], Some(&agent));
+    let mut up = rayefa(&["up", "--output", "json"], Some(&agent))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rayefa runs");
+    let silent = listen_silently_where_announced(&announce, &mut up);
+    let up = up.wait_with_output().expect("rayefa up ends");
     let took = started.elapsed();
+    drop(silent);
     let stderr = String::from_utf8_lossy(&up.stderr);
     let stdout = String::from_utf8_lossy(&up.stdout);
-    let down = rayefa(&["down", "-q"], None);
+    let down = rayefa(&["down", "-q"], None).output().expect("rayefa runs");
     assert_eq!(
         down.status.code(),
         Some(0),

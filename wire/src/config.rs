@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Role;
+use crate::{Role, StepName};
 
 /// One layer of the agent's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,7 +73,7 @@ pub struct AgentSection {
     pub ec2_endpoint: Option<String>,
 }
 
-/// `[steps]`: one table per step, by the step's name.
+/// `[steps]`: one table per step, by the step's name ([`StepName`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StepsSection {
@@ -89,6 +89,20 @@ pub struct StepsSection {
     pub setup_commands: Option<StepSection>,
     /// Starting Ray.
     pub start_ray: Option<StepSection>,
+}
+
+impl StepsSection {
+    /// The table of `step`, if this layer has one.
+    pub fn get(&self, step: StepName) -> Option<&StepSection> {
+        match step {
+            StepName::GrowRoot => self.grow_root.as_ref(),
+            StepName::InstallEfa => self.install_efa.as_ref(),
+            StepName::ProbeEfa => self.probe_efa.as_ref(),
+            StepName::InstallRay => self.install_ray.as_ref(),
+            StepName::SetupCommands => self.setup_commands.as_ref(),
+            StepName::StartRay => self.start_ray.as_ref(),
+        }
+    }
 }
 
 /// `[steps.<name>]`

@@ -6,12 +6,16 @@
 //! be written in any language; the status document carries [`API_VERSION`].
 
 pub mod config;
+pub mod decode;
 pub mod efa;
 pub mod status;
+pub mod step;
 
 pub use config::*;
+pub use decode::*;
 pub use efa::*;
 pub use status::*;
+pub use step::*;
 
 /// The version of the status document's shape. A reader refuses documents of a newer version
 /// than it knows.

@@ -150,7 +150,7 @@ impl NodeState {
 /// One step of the bootstrap.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepStatus {
-    /// The step's name, for example `grow-root`.
+    /// The step's name, for example `grow-root` (one of [`crate::StepName`]).
     pub name: String,
     /// Where the step is.
     #[serde(flatten)]

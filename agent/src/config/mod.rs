@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rayefa_wire::Role;
+use rayefa_wire::{Role, StepName};
 
 pub(crate) use load::{ConfigError, load};
 
@@ -81,14 +81,14 @@ pub(crate) struct StepPolicy {
 impl StepPolicy {
     /// Defaults sized for each step's work on a large instance.
     pub(crate) fn default_for(name: &str) -> Self {
-        let (timeout_secs, attempts) = match name {
-            "grow-root" => (300, 1),
-            "install-efa" => (1800, 2),
-            "probe-efa" => (120, 2),
-            "install-ray" => (3600, 3),
-            "setup-commands" => (3600, 1),
-            "start-ray" => (600, 2),
-            _ => (600, 1),
+        let (timeout_secs, attempts) = match name.parse() {
+            Ok(StepName::GrowRoot) => (300, 1),
+            Ok(StepName::InstallEfa) => (1800, 2),
+            Ok(StepName::ProbeEfa) => (120, 2),
+            Ok(StepName::InstallRay) => (3600, 3),
+            Ok(StepName::SetupCommands) => (3600, 1),
+            Ok(StepName::StartRay) => (600, 2),
+            Err(_) => (600, 1),
         };
         Self {
             enabled: true,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rayefa_wire::{AgentConfigFile, Role, StepSection};
+use rayefa_wire::{AgentConfigFile, Role, StepName, StepSection};
 
 use super::load::{ConfigError, ConfigSource, merge};
 use super::{
@@ -146,16 +146,10 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
 
     let steps = merged.steps.unwrap_or_default();
     let mut policies = BTreeMap::new();
-    for (name, section) in [
-        ("grow-root", steps.grow_root),
-        ("install-efa", steps.install_efa),
-        ("probe-efa", steps.probe_efa),
-        ("install-ray", steps.install_ray),
-        ("setup-commands", steps.setup_commands),
-        ("start-ray", steps.start_ray),
-    ] {
-        let policy = step_policy(&origin, name, section.unwrap_or_default())?;
-        policies.insert(name.to_owned(), policy);
+    for name in StepName::ALL {
+        let section = steps.get(name).cloned().unwrap_or_default();
+        let policy = step_policy(&origin, name, section)?;
+        policies.insert(name.as_str().to_owned(), policy);
     }
 
     let packages = merged.packages.unwrap_or_default();
@@ -233,10 +227,10 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
 
 fn step_policy(
     origin: &Origin<'_>,
-    name: &str,
+    name: StepName,
     section: StepSection,
 ) -> Result<StepPolicy, ConfigError> {
-    let defaults = StepPolicy::default_for(name);
+    let defaults = StepPolicy::default_for(name.as_str());
     let table = format!("steps.{name}");
     if section.timeout_secs == Some(0) {
         return Err(origin.invalid(&table, "timeout_secs", "must be at least 1"));

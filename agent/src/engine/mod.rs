@@ -20,4 +20,4 @@ pub(crate) use lock::PackageLock;
 pub(crate) use log::StepLog;
 pub(crate) use report::StatusBoard;
 pub(crate) use run::{Engine, EngineEnd};
-pub(crate) use step::{Check, Outcome, Step, StepContext, StepError, Wanted, tail_of};
+pub(crate) use step::{Check, Outcome, Retry, Step, StepContext, StepError, Wanted, tail_of};

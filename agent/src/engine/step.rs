@@ -148,6 +148,35 @@ impl StepError {
     }
 }
 
+/// Whether another attempt may get past a failed command: the verdict
+/// [`StepContext::run_checked`] puts in the [`StepError::Command`] it returns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Retry {
+    /// No: what failed stays failed (a missing module, a bad argument).
+    Never,
+    /// The command's output (stdout and stderr) decides: true when it shows a cause that may
+    /// pass, such as the network.
+    IfOutput(fn(&str) -> bool),
+}
+
+impl Retry {
+    /// `outcome` when `spec` succeeded, else the failure with this verdict.
+    pub(crate) fn check(
+        self,
+        spec: &CommandSpec,
+        outcome: CommandOutcome,
+    ) -> Result<CommandOutcome, StepError> {
+        if outcome.success() {
+            return Ok(outcome);
+        }
+        let retryable = match self {
+            Retry::Never => false,
+            Retry::IfOutput(transient) => transient(&outcome.output),
+        };
+        Err(StepError::command(spec, &outcome, retryable))
+    }
+}
+
 /// How much of a command line the step log shows; an inline script is summarised.
 const COMMAND_LINE_IN_LOG: usize = 240;
 
@@ -211,18 +240,15 @@ impl StepContext {
             .map_err(|e| StepError::Io(e.to_string()))
     }
 
-    /// Runs a command and turns a non-zero exit into a [`StepError::Command`].
+    /// Runs a command and turns a non-zero exit into a [`StepError::Command`], retryable as
+    /// `retry` judges it.
     pub(crate) async fn run_checked(
         &self,
         spec: CommandSpec,
-        retryable: bool,
+        retry: Retry,
     ) -> Result<CommandOutcome, StepError> {
         let outcome = self.run(spec.clone()).await?;
-        if outcome.success() {
-            Ok(outcome)
-        } else {
-            Err(StepError::command(&spec, &outcome, retryable))
-        }
+        retry.check(&spec, outcome)
     }
 
     /// Says what the step is doing now (status, `STATUS=` line, log).

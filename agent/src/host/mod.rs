@@ -1,7 +1,9 @@
-//! The agent's two seams to the machine: a root under which every host path is read or
-//! written, and a runner through which every process is started.
+//! The agent's seams to the machine: a root under which every host path is read or written,
+//! a runner through which every process is started, and the instance metadata service at the
+//! endpoint the configuration names.
 
 mod command;
+mod imds;
 mod leftovers;
 mod root;
 #[cfg(test)]
@@ -10,6 +12,7 @@ pub(crate) mod scripted;
 pub(crate) use command::{
     ChildRegistry, CommandOutcome, CommandRunner, CommandSpec, OutputSink, SystemRunner,
 };
+pub(crate) use imds::Imds;
 pub(crate) use leftovers::GroupRecords;
 pub(crate) use root::HostRoot;
 

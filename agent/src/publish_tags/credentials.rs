@@ -6,6 +6,8 @@ use aws_credential_types::Credentials;
 use aws_smithy_types::date_time::{DateTime, Format};
 use serde::Deserialize;
 
+use crate::host::Imds;
+
 /// Credentials this close to their expiry are fetched again before use.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 
@@ -37,19 +39,14 @@ struct RoleCredentials {
 /// Fetches the role's credentials and keeps them until shortly before they expire.
 #[derive(Debug)]
 pub(crate) struct RoleCredentialSource {
-    client: reqwest::Client,
-    base: String,
+    imds: Imds,
     cached: Option<(Credentials, SystemTime)>,
 }
 
 impl RoleCredentialSource {
-    /// A source that asks the metadata service at `endpoint`.
-    pub(crate) fn new(client: reqwest::Client, endpoint: &str) -> Self {
-        Self {
-            client,
-            base: endpoint.trim_end_matches('/').to_owned(),
-            cached: None,
-        }
+    /// A source that asks the metadata service through `imds`.
+    pub(crate) fn new(imds: Imds) -> Self {
+        Self { imds, cached: None }
     }
 
     /// Valid credentials, fetched again when the cached ones are near their expiry.
@@ -70,26 +67,8 @@ impl RoleCredentialSource {
     }
 
     async fn fetch(&self) -> Result<(Credentials, SystemTime), CredentialsError> {
-        let token = self
-            .client
-            .put(format!("{}/latest/api/token", self.base))
-            .header("X-aws-ec2-metadata-token-ttl-seconds", "300")
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        let get = |path: String| {
-            let request = self
-                .client
-                .get(format!(
-                    "{}/latest/meta-data/iam/security-credentials/{path}",
-                    self.base
-                ))
-                .header("X-aws-ec2-metadata-token", token.trim());
-            async move { request.send().await?.error_for_status()?.text().await }
-        };
-        let roles = match get(String::new()).await {
+        let session = self.imds.session().await?;
+        let roles = match session.get("iam/security-credentials/").await {
             Ok(roles) => roles,
             Err(err) if err.status() == Some(reqwest::StatusCode::NOT_FOUND) => {
                 return Err(CredentialsError::NoRole);
@@ -101,7 +80,9 @@ impl RoleCredentialSource {
             .map(str::trim)
             .find(|r| !r.is_empty())
             .ok_or(CredentialsError::NoRole)?;
-        let document = get(role.to_owned()).await?;
+        let document = session
+            .get(&format!("iam/security-credentials/{role}"))
+            .await?;
         parse(&document)
     }
 }

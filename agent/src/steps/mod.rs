@@ -14,14 +14,17 @@ mod venv;
 
 use std::sync::Arc;
 
+use rayefa_wire::StepName;
+
 use crate::engine::{GraphError, Step, StepGraph};
 
-pub(crate) const GROW_ROOT: &str = "grow-root";
-pub(crate) const INSTALL_EFA: &str = "install-efa";
-pub(crate) const PROBE_EFA: &str = "probe-efa";
-pub(crate) const INSTALL_RAY: &str = "install-ray";
-pub(crate) const SETUP_COMMANDS: &str = "setup-commands";
-pub(crate) const START_RAY: &str = "start-ray";
+// The names as the `Step` trait hands them to the engine, which knows no step by name.
+pub(crate) const GROW_ROOT: &str = StepName::GrowRoot.as_str();
+pub(crate) const INSTALL_EFA: &str = StepName::InstallEfa.as_str();
+pub(crate) const PROBE_EFA: &str = StepName::ProbeEfa.as_str();
+pub(crate) const INSTALL_RAY: &str = StepName::InstallRay.as_str();
+pub(crate) const SETUP_COMMANDS: &str = StepName::SetupCommands.as_str();
+pub(crate) const START_RAY: &str = StepName::StartRay.as_str();
 
 /// The node's bootstrap graph.
 pub(crate) fn bootstrap_graph() -> Result<StepGraph, GraphError> {
@@ -34,4 +37,29 @@ pub(crate) fn bootstrap_graph() -> Result<StepGraph, GraphError> {
         Arc::new(start_ray::StartRay),
     ];
     StepGraph::new(steps)
+}
+
+#[cfg(test)]
+mod graph_tests {
+    use super::*;
+
+    #[test]
+    fn the_graph_has_every_named_step_and_each_follows_its_dependencies() {
+        let graph = bootstrap_graph().expect("the bootstrap graph is sound");
+        let mut in_graph: Vec<&str> = graph.steps().iter().map(|s| s.name()).collect();
+        in_graph.sort_unstable();
+        let mut named = StepName::ALL.map(StepName::as_str);
+        named.sort_unstable();
+        assert_eq!(in_graph, named);
+        for step in graph.steps() {
+            let position = |name: &str| StepName::ALL.iter().position(|s| s.as_str() == name);
+            for dependency in step.depends_on() {
+                assert!(
+                    position(dependency) < position(step.name()),
+                    "{} comes before its dependency {dependency} in StepName::ALL",
+                    step.name()
+                );
+            }
+        }
+    }
 }

@@ -3,7 +3,6 @@
 use serde::Serialize;
 
 use crate::cli::DownArgs;
-use crate::cluster;
 use crate::exit::{Error, ExitCode};
 use crate::provider::{self, Termination};
 use crate::view::Output;
@@ -24,7 +23,7 @@ struct StoppedNode {
 
 /// Runs `down`.
 pub(crate) async fn run(args: &DownArgs, output: Output) -> Result<ExitCode, Error> {
-    let mut cluster = cluster::load(&args.cluster.file)?;
+    let mut cluster = provider::load_cluster(&args.cluster.file)?;
     output.findings(&cluster);
     cluster.settings.down_timeout = args.timeout;
     let provider = provider::for_cluster(&cluster).await?;

@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use super::agent_client;
 use crate::cli::StatusArgs;
-use crate::cluster;
 use crate::exit::{Error, ExitCode};
 use crate::provider;
 use crate::view::Output;
@@ -14,7 +13,7 @@ use crate::wait::node::{NodeWatch, Verdict};
 
 /// Runs `status`: exit 0 when no node failed, 1 when one did.
 pub(crate) async fn run(args: &StatusArgs, output: Output) -> Result<ExitCode, Error> {
-    let cluster = cluster::load(&args.cluster.file)?;
+    let cluster = provider::load_cluster(&args.cluster.file)?;
     output.findings(&cluster);
     let provider = provider::for_cluster(&cluster).await?;
     let mut policy = cluster.settings.poll.clone();

@@ -11,18 +11,19 @@ use rayefa_wire::Role;
 
 use super::agent_client;
 use crate::cli::UpArgs;
-use crate::cluster::{self, Cluster};
 use crate::exit::{Error, ExitCode};
 use crate::provider::{self, LaunchRequest, NodeRecord, Provider, ProviderError};
-use crate::render::render_agent_config;
+use crate::view::Output;
 use crate::view::report::{ClusterSummary, NodeSummary, failure_details, node_table};
-use crate::view::{Output, Progress};
+use crate::wait::Progress;
 use crate::wait::node::NodeWatch;
 use crate::wait::{self, WaitOutcome};
+use rayefa_cluster::Cluster;
+use rayefa_cluster::render::render_agent_config;
 
 /// Runs `up`.
 pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error> {
-    let cluster = cluster::load(&args.cluster.file)?;
+    let cluster = provider::load_cluster(&args.cluster.file)?;
     output.findings(&cluster);
     let provider = provider::for_cluster(&cluster).await?;
     let policy = cluster.settings.poll.clone();

@@ -1,11 +1,13 @@
-//! `rayefa user-data FILE --node-type T`: the agent configuration a node of type T receives.
+//! `rayefa user-data FILE --node-type T`: what a node of type T boots with: on EC2 the
+//! user-data script, for the local provider the agent's configuration file; with
+//! `--output json`, the agent configuration either carries.
 
+use rayefa_cluster::render::render_agent_config;
 use rayefa_wire::Role;
 
 use crate::cli::UserDataArgs;
-use crate::cluster;
 use crate::exit::{Error, ExitCode};
-use crate::render::{render_agent_config, to_toml};
+use crate::provider;
 use crate::view::Output;
 
 /// Stands in for the head's address in a worker's configuration: it is only known once the
@@ -14,7 +16,7 @@ pub(crate) const HEAD_ADDRESS_PLACEHOLDER: &str = "HEAD_PRIVATE_IP";
 
 /// Runs `user-data`.
 pub(crate) fn run(args: &UserDataArgs, output: Output) -> Result<ExitCode, Error> {
-    let cluster = cluster::load(&args.cluster.file)?;
+    let cluster = provider::load_cluster(&args.cluster.file)?;
     output.findings(&cluster);
     if cluster.node_type(&args.node_type).is_none() {
         return Err(Error::Usage(format!(
@@ -24,25 +26,27 @@ pub(crate) fn run(args: &UserDataArgs, output: Output) -> Result<ExitCode, Error
             cluster.node_type_names().join(", ")
         )));
     }
-    // On EC2 a node receives a user-data script that carries this configuration.
-    if cluster.provider_type() == "aws" {
-        return crate::aws::print_user_data(&cluster, &args.node_type);
-    }
     let role = if args.node_type == cluster.head_type() {
         Role::Head
     } else {
         Role::Worker
     };
-    let head = args
-        .head_address
-        .as_deref()
-        .unwrap_or(HEAD_ADDRESS_PLACEHOLDER);
-    let config = render_agent_config(&cluster, &args.node_type, role, Some(head));
+    let head = match (role, args.head_address.as_deref()) {
+        (Role::Head, _) => None,
+        (Role::Worker, Some(address)) => Some(address),
+        (Role::Worker, None) => {
+            output.say(&format!(
+                "rayefa: {HEAD_ADDRESS_PLACEHOLDER} stands for the head's private address, which \
+                 `rayefa up` fills in (--head-address sets it)"
+            ));
+            Some(HEAD_ADDRESS_PLACEHOLDER)
+        }
+    };
+    let config = render_agent_config(&cluster, &args.node_type, role, head);
     if output.json() {
         output.print_json(&config);
     } else {
-        let text = to_toml(&config)
-            .map_err(|e| Error::Internal(format!("rendering the agent configuration: {e}")))?;
+        let text = provider::of_type(cluster.provider_type())?.user_data(&cluster, &config)?;
         print!("{text}");
     }
     Ok(ExitCode::Success)

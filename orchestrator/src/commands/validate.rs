@@ -1,12 +1,15 @@
-//! `rayefa validate FILE`: every check that needs no cloud, and what `up` would launch.
+//! `rayefa validate FILE`: every check of the file, the provider's preflight against its
+//! account unless `--offline`, and what `up` would launch.
 
 use std::io::Write;
 
 use serde::Serialize;
 
-use crate::cli::{GlobalArgs, ValidateArgs};
-use crate::cluster::{self, Finding, Severity};
+use rayefa_cluster::{Finding, Severity};
+
+use crate::cli::ValidateArgs;
 use crate::exit::{Error, ExitCode};
+use crate::provider;
 use crate::view::Output;
 
 /// What `validate --output json` prints.
@@ -29,13 +32,9 @@ struct PlannedNodes<'a> {
 }
 
 /// Runs `validate`.
-pub(crate) async fn run(
-    args: &ValidateArgs,
-    global: &GlobalArgs,
-    output: Output,
-) -> Result<ExitCode, Error> {
+pub(crate) async fn run(args: &ValidateArgs, output: Output) -> Result<ExitCode, Error> {
     let file = args.cluster.file.display().to_string();
-    let cluster = match cluster::load(&args.cluster.file) {
+    let cluster = match provider::load_cluster(&args.cluster.file) {
         Ok(cluster) => cluster,
         Err(error) if output.json() => {
             output.print_json(&Validation {
@@ -50,10 +49,20 @@ pub(crate) async fn run(
         }
         Err(error) => return Err(error.into()),
     };
-    // The AWS provider adds its preflight against the account to the file's findings.
-    if cluster.provider_type() == "aws" && !args.offline {
-        return crate::aws::validate(global, &cluster).await;
+    let mut findings = cluster.findings.clone();
+    let mut checked_against = None;
+    if !args.offline
+        && let Some(preflight) = provider::of_type(cluster.provider_type())?
+            .preflight(&cluster)
+            .await?
+    {
+        findings.extend(preflight.findings);
+        checked_against = Some(preflight.against);
     }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
     let mut launch = vec![PlannedNodes {
         node_type: cluster.head_type(),
         role: "head",
@@ -70,23 +79,36 @@ pub(crate) async fn run(
                 count,
             }),
     );
+    let code = if errors == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::BadInput
+    };
     if output.json() {
         output.print_json(&Validation {
             file,
-            valid: true,
+            valid: errors == 0,
             cluster: Some(cluster.name()),
             provider: Some(cluster.provider_type()),
             launch,
-            findings: cluster.findings.clone(),
+            findings,
         });
-        return Ok(ExitCode::Success);
+        return Ok(code);
     }
     let mut out = std::io::stdout().lock();
-    for finding in &cluster.findings {
+    for finding in &findings {
         let _ = writeln!(out, "{}", finding.display(&file));
     }
-    let warnings = cluster
-        .findings
+    if errors > 0 {
+        let _ = writeln!(
+            out,
+            "{file}: {errors} error{} found by the preflight against {}",
+            if errors == 1 { "" } else { "s" },
+            checked_against.as_deref().unwrap_or("the provider")
+        );
+        return Ok(code);
+    }
+    let warnings = findings
         .iter()
         .filter(|f| f.severity == Severity::Warning)
         .count();
@@ -94,13 +116,16 @@ pub(crate) async fn run(
         .iter()
         .map(|p| format!("{} {} ({})", p.count, p.node_type, p.role))
         .collect();
+    let checked = checked_against
+        .map(|against| format!("; preflight against {against} passed"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "{file}: valid ({warnings} warning{}); cluster {} on provider {}; up launches {}",
+        "{file}: valid ({warnings} warning{}); cluster {} on provider {}; up launches {}{checked}",
         if warnings == 1 { "" } else { "s" },
         cluster.name(),
         cluster.provider_type(),
         plan.join(", ")
     );
-    Ok(ExitCode::Success)
+    Ok(code)
 }

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rayefa_wire::Role;
 
-use crate::cluster::settings::PollPolicy;
 use crate::provider::{LaunchRequest, Lifecycle, NodeRecord, Provider, ProviderError, Termination};
-use crate::view::Progress;
+use crate::wait::Progress;
 use crate::wait::client::AgentClient;
 use crate::wait::node::{NodeWatch, Verdict};
 use crate::wait::{self, WaitOutcome};
+use rayefa_cluster::settings::PollPolicy;
 
 /// One full round over every agent.
 #[derive(Debug, Clone)]

@@ -1,17 +1,22 @@
 //! The seam between the orchestrator and whatever runs the nodes.
 //!
-//! A provider launches nodes of one type with a rendered agent configuration, lists the
-//! cluster's nodes (with the address their agent answers on) and terminates them. `up`,
-//! `status` and `down` only talk to this trait, so the local provider (processes on this
-//! machine) and the AWS provider (EC2 instances) behave the same to a user.
+//! A provider type ([`ProviderType`], chosen from `provider.type` in [`of_type`], the one
+//! place that knows them all) checks what only it reads in a cluster file, checks the file
+//! against its account, renders what a node boots with, and opens a [`Provider`]. A provider
+//! launches nodes of one type with a rendered agent configuration, lists the cluster's nodes
+//! (with the address their agent answers on) and terminates them. The commands only talk to
+//! these two traits, so the local provider (processes on this machine) and the AWS provider
+//! (EC2 instances) behave the same to a user.
 
+pub(crate) mod aws;
 pub(crate) mod local;
 
 use std::net::SocketAddr;
+use std::path::Path;
 
+use rayefa_cluster::schema::ClusterSpec;
+use rayefa_cluster::{Cluster, ClusterError, Finding};
 use rayefa_wire::{AgentConfigFile, Role};
-
-use crate::cluster::Cluster;
 
 /// A node the provider knows about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +104,7 @@ pub(crate) enum ProviderError {
     Failed(String),
 }
 
-/// The provider types this build can run; the AWS engineer adds `aws`.
+/// The provider types this build can run, as [`of_type`] knows them.
 const SUPPORTED: &str = "local, aws";
 
 /// Runs, lists and stops a cluster's nodes.
@@ -151,11 +156,60 @@ pub(crate) struct Published {
     pub(crate) updated_at_ms: Option<u64>,
 }
 
-/// The provider named by the cluster file's `provider.type`.
-pub(crate) async fn for_cluster(cluster: &Cluster) -> Result<Box<dyn Provider>, ProviderError> {
-    match cluster.provider_type() {
-        "local" => Ok(Box::new(local::LocalProvider::new(cluster)?)),
-        "aws" => Ok(Box::new(crate::aws::AwsProvider::new(cluster).await?)),
+/// What rayefa knows of a provider type before any node runs.
+#[async_trait::async_trait]
+pub(crate) trait ProviderType: Sync {
+    /// Adds findings about the parts of `spec` only this provider reads (an EC2
+    /// `node_config`, its own settings): mistakes of the file, found by `validate --offline`.
+    fn check_file(&self, spec: &ClusterSpec, out: &mut Vec<Finding>);
+
+    /// Checks `cluster` against the provider's account (`validate` without `--offline`);
+    /// `None` for a provider that has nothing to check.
+    async fn preflight(&self, cluster: &Cluster) -> Result<Option<Preflight>, ProviderError>;
+
+    /// What a node receives at boot, carrying its agent configuration `config`.
+    fn user_data(
+        &self,
+        cluster: &Cluster,
+        config: &AgentConfigFile,
+    ) -> Result<String, ProviderError>;
+
+    /// The provider that runs `cluster`'s nodes.
+    async fn open(&self, cluster: &Cluster) -> Result<Box<dyn Provider>, ProviderError>;
+}
+
+/// What a provider's preflight found.
+#[derive(Debug)]
+pub(crate) struct Preflight {
+    /// What the file was checked against, in words ("the AWS account in us-east-1").
+    pub(crate) against: String,
+    /// Errors and warnings about the file in that account.
+    pub(crate) findings: Vec<Finding>,
+}
+
+/// The provider type called `name` (`provider.type`): the one place that picks a provider.
+pub(crate) fn of_type(name: &str) -> Result<&'static dyn ProviderType, ProviderError> {
+    match name {
+        "local" => Ok(&local::Local),
+        "aws" => Ok(&aws::Aws),
         other => Err(ProviderError::Unsupported(other.to_owned())),
     }
+}
+
+/// Adds the findings of the provider `spec` names; nothing for a type this build does not
+/// know (opening its provider says so).
+pub(crate) fn check_file(spec: &ClusterSpec, out: &mut Vec<Finding>) {
+    if let Ok(provider_type) = of_type(&spec.provider.value.kind) {
+        provider_type.check_file(spec, out);
+    }
+}
+
+/// Reads and checks the cluster file at `path`, its provider's checks included.
+pub(crate) fn load_cluster(path: &Path) -> Result<Cluster, ClusterError> {
+    rayefa_cluster::load(path, &check_file)
+}
+
+/// The provider named by the cluster file's `provider.type`.
+pub(crate) async fn for_cluster(cluster: &Cluster) -> Result<Box<dyn Provider>, ProviderError> {
+    of_type(cluster.provider_type())?.open(cluster).await
 }

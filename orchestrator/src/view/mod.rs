@@ -5,9 +5,23 @@ pub(crate) mod report;
 
 use std::io::Write;
 
-pub(crate) use self::progress::Progress;
-use crate::cli::{GlobalArgs, OutputFormat};
-use crate::cluster::{Cluster, Severity};
+use comfy_table::Table;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+
+use crate::wait::Progress;
+use rayefa_cluster::{Cluster, Severity};
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Tables and progress for a person.
+    Table,
+    /// One JSON document on stdout.
+    Json,
+    /// `export NAME='value'` lines a shell can `eval` (`rayefa env`; other commands print
+    /// their table).
+    Env,
+}
 
 /// How this run prints.
 #[derive(Debug, Clone, Copy)]
@@ -21,12 +35,12 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    /// The output settings of the command line.
-    pub(crate) fn new(global: &GlobalArgs) -> Self {
+    /// Prints as `format` says, with `verbose` detail, or only errors and results if `quiet`.
+    pub(crate) fn new(format: OutputFormat, verbose: u8, quiet: bool) -> Self {
         Self {
-            format: global.output,
-            verbose: global.verbose,
-            quiet: global.quiet,
+            format,
+            verbose,
+            quiet,
         }
     }
 
@@ -69,4 +83,13 @@ impl Output {
             Err(e) => eprintln!("error: cannot write JSON: {e}"),
         }
     }
+}
+
+/// An empty table with `header`, in the style of every table rayefa prints.
+pub(crate) fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    table
 }

@@ -7,19 +7,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::wait::Progress;
 use crate::wait::node::NodeWatch;
-
-/// Receives what happens while the orchestrator waits.
-pub(crate) trait Progress {
-    /// A node's state may have changed.
-    fn update(&mut self, node: &NodeWatch);
-    /// A line for the person watching ("launching 2 workers of type cpu").
-    fn message(&mut self, text: &str);
-    /// Called between rounds, for elapsed times.
-    fn tick(&mut self) {}
-    /// Waiting is over; clears the live view.
-    fn finish(&mut self) {}
-}
 
 /// The view for this process's stderr and output settings.
 pub(crate) fn for_terminal(quiet: bool) -> Box<dyn Progress> {

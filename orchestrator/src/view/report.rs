@@ -1,33 +1,29 @@
 //! What `up` and `status` print at the end: a table of nodes for a person, details of every
 //! failed node, or one JSON document for a script.
 
-use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::ContentArrangement;
 use serde::Serialize;
 
 use super::progress::format_elapsed;
-use crate::cluster::Finding;
 use crate::wait::node::{NodeWatch, Verdict};
+use rayefa_cluster::Finding;
 
 /// The lines of a failed step's output shown under the table.
 const TAIL_LINES: usize = 20;
 
 /// The table of nodes.
 pub(crate) fn node_table(nodes: &[NodeWatch]) -> String {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header([
-            "NODE",
-            "TYPE",
-            "ROLE",
-            "ADDRESS",
-            "VIA",
-            "STATE",
-            "STEP",
-            "READY AFTER",
-        ]);
+    let mut table = super::table(&[
+        "NODE",
+        "TYPE",
+        "ROLE",
+        "ADDRESS",
+        "VIA",
+        "STATE",
+        "STEP",
+        "READY AFTER",
+    ]);
+    table.set_content_arrangement(ContentArrangement::Dynamic);
     for node in nodes {
         let summary = NodeSummary::of(node);
         table.add_row([

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rayefa_wire::{API_VERSION, StatusDocument};
+use rayefa_wire::{DecodeError, MAX_STATUS_BYTES, StatusDocument};
 
 /// Why an agent gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,51 +17,14 @@ pub(crate) enum PollError {
     /// An HTTP status other than the expected one.
     #[error("HTTP {0}")]
     Status(u16),
-    /// The body is not a status document.
-    #[error("not a status document: {0}")]
-    Decode(String),
-    /// The agent speaks a newer status document than this orchestrator knows.
-    #[error("status document version {0} is newer than this rayefa understands ({API_VERSION})")]
-    NewerApi(u32),
-    /// The body is larger than any status document an agent writes.
-    #[error("the answer is larger than {0} bytes, too large for a status document")]
-    TooLarge(usize),
-}
-
-/// The largest status body read. An agent's document is a few tens of KiB (each step's output
-/// tail is capped at 4 KiB); whatever answers at a node's address is not trusted to be an
-/// agent, and must not make the orchestrator buffer without end.
-pub(crate) const MAX_STATUS_BYTES: usize = 1 << 20;
-
-/// The most characters of a decoding error shown: serde_json quotes the offending value
-/// whole, and whatever answers may send a value of a megabyte.
-const MAX_ERROR_CHARS: usize = 160;
-
-/// serde_json's message, its quote of the input cut short, its position kept.
-fn short_json_error(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    if text.chars().count() <= MAX_ERROR_CHARS {
-        return text;
-    }
-    let start: String = text.chars().take(MAX_ERROR_CHARS).collect();
-    format!(
-        "{start}… at line {} column {}",
-        error.line(),
-        error.column()
-    )
+    /// The body is not a status document this orchestrator can use.
+    #[error(transparent)]
+    Document(#[from] DecodeError),
 }
 
 /// Decodes a `/v1/status` body: a status document of a version this orchestrator knows.
 pub(crate) fn decode_status(body: &[u8]) -> Result<StatusDocument, PollError> {
-    if body.len() > MAX_STATUS_BYTES {
-        return Err(PollError::TooLarge(MAX_STATUS_BYTES));
-    }
-    let document: StatusDocument =
-        serde_json::from_slice(body).map_err(|e| PollError::Decode(short_json_error(&e)))?;
-    if document.api > API_VERSION {
-        return Err(PollError::NewerApi(document.api));
-    }
-    Ok(document)
+    Ok(rayefa_wire::decode_status(body)?)
 }
 
 /// One HTTP client shared by every request, so that connections are reused across rounds.
@@ -107,12 +70,12 @@ impl AgentClient {
         if let Some(length) = response.content_length()
             && length > MAX_STATUS_BYTES as u64
         {
-            return Err(PollError::TooLarge(MAX_STATUS_BYTES));
+            return Err(PollError::Document(DecodeError::TooLarge(MAX_STATUS_BYTES)));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(&e))? {
             if body.len() + chunk.len() > MAX_STATUS_BYTES {
-                return Err(PollError::TooLarge(MAX_STATUS_BYTES));
+                return Err(PollError::Document(DecodeError::TooLarge(MAX_STATUS_BYTES)));
             }
             body.extend_from_slice(&chunk);
         }
@@ -167,7 +130,7 @@ mod tests {
         body.resize(MAX_STATUS_BYTES + 1, b' ');
         assert_eq!(
             decode_status(&body),
-            Err(PollError::TooLarge(MAX_STATUS_BYTES))
+            Err(PollError::Document(DecodeError::TooLarge(MAX_STATUS_BYTES)))
         );
         body.truncate(MAX_STATUS_BYTES);
         assert!(
@@ -216,7 +179,7 @@ mod tests {
         let client = AgentClient::new(Duration::from_secs(10)).expect("client");
         assert_eq!(
             client.status(address).await,
-            Err(PollError::TooLarge(MAX_STATUS_BYTES))
+            Err(PollError::Document(DecodeError::TooLarge(MAX_STATUS_BYTES)))
         );
         drop(client);
         // Joined off the runtime's thread, so that the runtime can close the connection.
@@ -233,7 +196,7 @@ mod tests {
     #[test]
     fn a_decoding_error_quotes_little_of_the_body() {
         let body = include_bytes!("../../../fuzz/seeds/status_document/long-string-error.json");
-        let Err(PollError::Decode(message)) = decode_status(body) else {
+        let Err(PollError::Document(DecodeError::NotStatus(message))) = decode_status(body) else {
             panic!("decoded");
         };
         assert!(message.chars().count() < 200, "{message}");
@@ -243,10 +206,13 @@ mod tests {
     #[test]
     fn a_newer_document_and_junk_are_refused() {
         let newer = READY.replacen("\"api\": 1", "\"api\": 2", 1);
-        assert_eq!(decode_status(newer.as_bytes()), Err(PollError::NewerApi(2)));
+        assert_eq!(
+            decode_status(newer.as_bytes()),
+            Err(PollError::Document(DecodeError::NewerApi(2)))
+        );
         assert!(matches!(
             decode_status(b"<html>502 Bad Gateway</html>"),
-            Err(PollError::Decode(_))
+            Err(PollError::Document(DecodeError::NotStatus(_)))
         ));
     }
 }

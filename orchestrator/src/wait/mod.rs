@@ -20,9 +20,20 @@ use tokio::task::JoinSet;
 
 use self::client::{AgentClient, PollError};
 use self::node::{NodeWatch, Verdict};
-use crate::cluster::settings::PollPolicy;
 use crate::provider::{Lifecycle, NodeRecord, Provider};
-use crate::view::Progress;
+use rayefa_cluster::settings::PollPolicy;
+
+/// Receives what happens while the orchestrator waits.
+pub(crate) trait Progress {
+    /// A node's state may have changed.
+    fn update(&mut self, node: &NodeWatch);
+    /// A line for the person watching ("launching 2 workers of type cpu").
+    fn message(&mut self, text: &str);
+    /// Called between rounds, for elapsed times.
+    fn tick(&mut self) {}
+    /// Waiting is over; clears the live view.
+    fn finish(&mut self) {}
+}
 
 /// How a wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,8 +18,8 @@ use tokio::net::TcpListener;
 
 use super::client::AgentClient;
 use super::node::NodeWatch;
-use crate::cluster::settings::PollPolicy;
 use crate::provider::{Lifecycle, NodeRecord};
+use rayefa_cluster::settings::PollPolicy;
 
 const NODES: u32 = 1000;
 

@@ -9,8 +9,7 @@
 //! ready `/v1/status` of the real document shape. Terminated instances lose their process.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ec2::types::Instance;
+use rayefa_test_support::fault_http::Server;
 use rayefa_test_support::files::write_executable;
-use rayefa_test_support::http::read_request_line;
 use rayefa_wire::{
     NodeFacts, NodeIdentity, NodeState, Role, StatusDocument, StepState, StepStatus,
 };
@@ -140,7 +139,7 @@ impl Drop for Fleet {
 
 /// A process standing in for a machine; dropping it stops the machine.
 enum Running {
-    Server(Arc<AtomicBool>),
+    Server(Server),
     Agent(Child),
     Nothing,
 }
@@ -148,12 +147,11 @@ enum Running {
 impl Drop for Running {
     fn drop(&mut self) {
         match self {
-            Running::Server(stop) => stop.store(true, Ordering::Relaxed),
             Running::Agent(child) => {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            Running::Nothing => {}
+            Running::Server(_) | Running::Nothing => {}
         }
     }
 }
@@ -199,7 +197,7 @@ fn boot(
                 &tag(instance, "ray-user-node-type"),
                 role,
             );
-            (Running::Server(serve_status(address, document)), record)
+            (Running::Server(serve_status(address, &document)), record)
         }
         Machine::Publisher { state, step, error } => {
             let endpoint = endpoint.to_owned();
@@ -388,42 +386,16 @@ pub fn ready_document(cluster: &str, node_type: &str, role: Role) -> StatusDocum
     }
 }
 
-/// Serves `/healthz`, `/readyz` and `/v1/status` at `address` until the flag is set.
-fn serve_status(address: SocketAddr, document: StatusDocument) -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let listener = TcpListener::bind(address)
-        .unwrap_or_else(|e| panic!("binding the instance's address {address}: {e}"));
-    listener
-        .set_nonblocking(true)
-        .expect("non-blocking listener");
-    let body = serde_json::to_string(&document).expect("status JSON");
-    let flag = Arc::clone(&stop);
-    std::thread::spawn(move || {
-        while !flag.load(Ordering::Relaxed) {
-            let Ok((mut stream, _)) = listener.accept() else {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            let _ = stream.set_nonblocking(false);
-            let Some(request_line) = read_request_line(&stream) else {
-                continue;
-            };
-            let (status, content) = if request_line.starts_with("GET /v1/status ") {
-                ("200 OK", body.as_str())
-            } else if request_line.starts_with("GET /healthz ")
-                || request_line.starts_with("GET /readyz ")
-            {
-                ("200 OK", "{}")
-            } else {
-                ("404 Not Found", "{}")
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{content}",
-                content.len()
-            );
-        }
-    });
-    stop
+/// Serves `/healthz`, `/readyz` and `/v1/status` at `address` until dropped.
+fn serve_status(address: SocketAddr, document: &StatusDocument) -> Server {
+    let server = Server::start_at(address);
+    server.route(
+        "/v1/status",
+        serde_json::to_vec(document).expect("status JSON"),
+        &[],
+    );
+    for path in ["/healthz", "/readyz"] {
+        server.route(path, "{}", &[]);
+    }
+    server
 }

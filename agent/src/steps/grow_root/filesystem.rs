@@ -1,6 +1,6 @@
 //! The file systems grow-root grows, their sizes, and growing them while mounted.
 
-use crate::engine::{StepContext, StepError};
+use crate::engine::{Retry, StepContext, StepError};
 use crate::host::CommandSpec;
 
 /// A file system grow-root can grow online.
@@ -37,7 +37,7 @@ impl FileSystem {
             ),
             FileSystem::Ext => (CommandSpec::new("dumpe2fs").args(["-h", device]), ext_bytes),
         };
-        let outcome = ctx.run_checked(spec.clone(), false).await?;
+        let outcome = ctx.run_checked(spec.clone(), Retry::Never).await?;
         parse(&outcome.output)
             .ok_or_else(|| StepError::Fatal(format!("`{spec}` printed no block size and count")))
     }
@@ -54,7 +54,7 @@ impl FileSystem {
             FileSystem::Xfs => CommandSpec::new("xfs_growfs").arg(mount_point),
             FileSystem::Ext => CommandSpec::new("resize2fs").arg(device),
         };
-        ctx.run_checked(spec, false).await.map(drop)
+        ctx.run_checked(spec, Retry::Never).await.map(drop)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::config::{PackageManagerChoice, Settings};
-use crate::engine::{StepContext, StepError};
+use crate::engine::{Retry, StepContext, StepError};
 use crate::host::{CommandSpec, os_release_value};
 
 const OS_RELEASE: &str = "/etc/os-release";
@@ -145,16 +145,9 @@ pub(super) async fn install(
             let spec = CommandSpec::new("dnf")
                 .args(["install", "-y"])
                 .args(packages);
-            let outcome = ctx.run(spec.clone()).await?;
-            if outcome.success() {
-                Ok(())
-            } else {
-                Err(StepError::command(
-                    &spec,
-                    &outcome,
-                    dnf_retryable(&outcome.output),
-                ))
-            }
+            ctx.run_checked(spec, Retry::IfOutput(dnf_retryable))
+                .await
+                .map(drop)
         }
         Manager::Apt => apt_install(ctx, packages).await,
     }
@@ -173,37 +166,22 @@ async fn apt_install(ctx: &StepContext, packages: &[String]) -> Result<(), StepE
     loop {
         let spec = apt_get().args(["install", "-y"]).args(packages);
         let outcome = ctx.run(spec.clone()).await?;
-        if outcome.success() {
-            return Ok(());
-        }
-        if !updated && apt_lists_stale(&outcome.output) {
+        if !outcome.success() && !updated && apt_lists_stale(&outcome.output) {
             ctx.log
                 .note("# the package lists look stale; updating them and trying again");
             apt_update(ctx).await?;
             updated = true;
             continue;
         }
-        return Err(StepError::command(
-            &spec,
-            &outcome,
-            apt_retryable(&outcome.output),
-        ));
+        return APT_RETRY.check(&spec, outcome).map(drop);
     }
 }
 
 async fn apt_update(ctx: &StepContext) -> Result<(), StepError> {
     ctx.activity("updating the apt package lists");
-    let spec = apt_get().arg("update");
-    let outcome = ctx.run(spec.clone()).await?;
-    if outcome.success() {
-        Ok(())
-    } else {
-        Err(StepError::command(
-            &spec,
-            &outcome,
-            apt_retryable(&outcome.output),
-        ))
-    }
+    ctx.run_checked(apt_get().arg("update"), APT_RETRY)
+        .await
+        .map(drop)
 }
 
 fn apt_get() -> CommandSpec {
@@ -228,6 +206,9 @@ fn apt_lists_stale(output: &str) -> bool {
         || output.contains("has no installation candidate")
         || (output.contains("Failed to fetch") && output.contains("404"))
 }
+
+/// The verdict on a failed `apt-get`.
+const APT_RETRY: Retry = Retry::IfOutput(apt_retryable);
 
 /// apt failures that another attempt may get past: the network, a mirror in the middle of a
 /// sync, a lock someone else held for longer than apt waited.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::engine::{StepContext, StepError};
+use crate::engine::{Retry, StepContext, StepError};
 use crate::host::CommandSpec;
 use crate::steps::venv;
 
@@ -48,16 +48,12 @@ pub(super) async fn create_venv(ctx: &StepContext) -> Result<(), StepError> {
         spec = spec.arg("--clear");
     }
     let spec = spec.arg(dir.display().to_string());
-    let outcome = ctx.run(spec.clone()).await?;
-    if outcome.success() {
-        let marker = dir.join(COMPLETE_MARKER);
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&marker, ""))
-            .map_err(|e| StepError::Io(format!("cannot write {}: {e}", marker.display())))
-    } else {
-        // A missing venv module or ensurepip (Debian without python3-venv) stays missing.
-        Err(StepError::command(&spec, &outcome, false))
-    }
+    // A missing venv module or ensurepip (Debian without python3-venv) stays missing.
+    ctx.run_checked(spec, Retry::Never).await?;
+    let marker = dir.join(COMPLETE_MARKER);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&marker, ""))
+        .map_err(|e| StepError::Io(format!("cannot write {}: {e}", marker.display())))
 }
 
 /// Asks the virtualenv's interpreter whether the configured requirements are met. Reads only
@@ -95,16 +91,9 @@ pub(super) async fn pip_install(ctx: &StepContext) -> Result<(), StepError> {
         .args(&packages.python)
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .env("PIP_NO_INPUT", "1");
-    let outcome = ctx.run(spec.clone()).await?;
-    if outcome.success() {
-        Ok(())
-    } else {
-        Err(StepError::command(
-            &spec,
-            &outcome,
-            pip_retryable(&outcome.output),
-        ))
-    }
+    ctx.run_checked(spec, Retry::IfOutput(pip_retryable))
+        .await
+        .map(drop)
 }
 
 /// Whether a failed pip run met the network: then another attempt may succeed. pip reports an

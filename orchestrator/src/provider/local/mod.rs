@@ -8,6 +8,7 @@
 
 mod node_dir;
 mod process;
+mod provider_type;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -22,7 +23,9 @@ use rayefa_wire::{AgentConfigFile, AgentSection, StepSection, StepsSection};
 use self::node_dir::{NodeDir, NodeFile};
 use self::process::{AgentCommand, Liveness, Stopped};
 use super::{LaunchRequest, Lifecycle, NodeRecord, Provider, ProviderError, Termination};
-use crate::cluster::Cluster;
+use rayefa_cluster::Cluster;
+
+pub(crate) use self::provider_type::Local;
 
 /// Names the directory that holds rayefa's local state (default `$XDG_STATE_HOME/rayefa`).
 pub(crate) const STATE_DIR_ENV: &str = "RAYEFA_STATE_DIR";

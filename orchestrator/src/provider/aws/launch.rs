@@ -1,0 +1,313 @@
+//! RunInstances for one node type: the file's arguments plus rayefa's count, user data, tags
+//! and client token, retried with backoff when EC2 has no capacity, throttles or fails.
+//!
+//! Each launch has a client token, kept while a request is repeated after an answer that
+//! leaves it open whether the instances started (a server error, throttling, a broken
+//! connection), so EC2 answers the repeat with the instances of the first request instead of
+//! starting more. After a definite "no capacity" the token changes, and with Ray's
+//! `SubnetIds` the next subnet is tried.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::operation::run_instances::builders::RunInstancesInputBuilder;
+use aws_sdk_ec2::types::{Instance, ResourceType, Tag, TagSpecification};
+use base64::Engine;
+use rayefa_wire::Role;
+
+use super::client::Clients;
+use super::error::{ApiError, ErrorKind};
+use super::node_config::NodeConfig;
+use super::settings::AwsSettings;
+use super::tags;
+
+/// One launch of `count` nodes of one node type.
+#[derive(Debug, Clone)]
+pub(crate) struct LaunchSpec<'a> {
+    /// `cluster_name`.
+    pub(crate) cluster: &'a str,
+    /// The key in `available_node_types`.
+    pub(crate) node_type: &'a str,
+    /// Head or worker.
+    pub(crate) role: Role,
+    /// How many instances.
+    pub(crate) count: usize,
+    /// The node type's RunInstances arguments.
+    pub(crate) config: &'a NodeConfig,
+    /// The user data script, not yet base64-encoded.
+    pub(crate) user_data: &'a str,
+    /// The `rayefa up` run, tagged on every instance.
+    pub(crate) launch_id: &'a str,
+    /// Unique to this launch within the run; client tokens derive from it.
+    pub(crate) token: &'a str,
+    /// The availability zone of each subnet, for messages.
+    pub(crate) subnet_zones: &'a BTreeMap<String, String>,
+}
+
+/// A launch that did not start every instance.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{target}: {detail}; gave up after {attempts} attempt(s).{left}",
+    detail = .error.detail,
+    left = left_running(.launched)
+)]
+pub(crate) struct LaunchError {
+    /// What was being launched, where: type, node type, zone, subnet, placement group.
+    pub(crate) target: String,
+    /// The last error.
+    pub(crate) error: ApiError,
+    /// RunInstances calls made.
+    pub(crate) attempts: u32,
+    /// Instances that did start and are still running.
+    pub(crate) launched: Vec<String>,
+}
+
+fn left_running(launched: &[String]) -> String {
+    if launched.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " {} instance(s) did start and are left running ({}); `rayefa down FILE` \
+             terminates them",
+            launched.len(),
+            launched.join(", ")
+        )
+    }
+}
+
+/// Launches `spec.count` instances, retrying as `settings` allows.
+pub(crate) async fn launch(
+    clients: &Clients,
+    settings: &AwsSettings,
+    spec: &LaunchSpec<'_>,
+) -> Result<Vec<Instance>, LaunchError> {
+    let user_data = base64::engine::general_purpose::STANDARD.encode(spec.user_data);
+    let tag_specifications = merged_tags(spec);
+    let mut launched: Vec<Instance> = Vec::new();
+    let mut attempt = 0u32;
+    let mut round = 0u32;
+    let mut subnet_index = 0usize;
+    loop {
+        attempt += 1;
+        let remaining = spec.count - launched.len();
+        let subnet = (!spec.config.subnet_ids.is_empty())
+            .then(|| spec.config.subnet_ids[subnet_index % spec.config.subnet_ids.len()].clone());
+        let target = describe_target(spec, remaining, subnet.as_deref());
+        let input = request(
+            spec,
+            subnet.as_deref(),
+            remaining,
+            &user_data,
+            &tag_specifications,
+        )
+        .client_token(format!("{}-{round}", spec.token));
+        let error = match input.send_with(&clients.ec2_launch).await {
+            Ok(out) => {
+                launched.extend(out.instances().iter().cloned());
+                if launched.len() >= spec.count {
+                    return Ok(launched);
+                }
+                // EC2 started fewer than asked (MinCount 1): ask again for the rest, anew.
+                round += 1;
+                ApiError {
+                    doing: target.clone(),
+                    kind: ErrorKind::Capacity,
+                    code: Some("InsufficientInstanceCapacity".into()),
+                    detail: format!("EC2 started {} of {remaining}", out.instances().len()),
+                }
+            }
+            Err(e) => ApiError::from_sdk(target.clone(), e),
+        };
+        if !error.kind.is_retryable() || attempt >= settings.launch_attempts {
+            return Err(LaunchError {
+                target,
+                error,
+                attempts: attempt,
+                launched: launched
+                    .iter()
+                    .filter_map(|i| i.instance_id().map(str::to_owned))
+                    .collect(),
+            });
+        }
+        if error.kind == ErrorKind::Capacity {
+            round += 1;
+            subnet_index += 1;
+        }
+        let wait = settings.backoff(attempt);
+        tracing::warn!(
+            "{target}: {}; trying again in {:.0?} (attempt {} of {})",
+            error.detail,
+            round_up(wait),
+            attempt + 1,
+            settings.launch_attempts
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn round_up(wait: Duration) -> Duration {
+    Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+}
+
+/// The RunInstances input of one attempt.
+fn request(
+    spec: &LaunchSpec<'_>,
+    subnet: Option<&str>,
+    count: usize,
+    user_data: &str,
+    tag_specifications: &[TagSpecification],
+) -> RunInstancesInputBuilder {
+    let count = i32::try_from(count).unwrap_or(i32::MAX);
+    let mut input = spec.config.input.clone();
+    if let Some(subnet) = subnet {
+        input = input.subnet_id(subnet);
+    }
+    input
+        .min_count(1)
+        .max_count(count)
+        .user_data(user_data)
+        .set_tag_specifications(Some(tag_specifications.to_vec()))
+}
+
+/// "2 × i7i.24xlarge for efa_worker_node in ap-northeast-1a (subnet-1), placement group pg".
+fn describe_target(spec: &LaunchSpec<'_>, count: usize, subnet: Option<&str>) -> String {
+    let instance_type = spec
+        .config
+        .instance_type()
+        .unwrap_or("(type from launch template)");
+    let mut target = format!("launching {count} × {instance_type} for {}", spec.node_type);
+    let subnets = match subnet {
+        Some(subnet) => vec![subnet.to_owned()],
+        None => spec.config.subnets(),
+    };
+    let zone = subnets
+        .iter()
+        .find_map(|s| spec.subnet_zones.get(s))
+        .map(String::as_str)
+        .or(spec.config.availability_zone());
+    if let Some(zone) = zone {
+        target.push_str(&format!(" in {zone}"));
+    }
+    if !subnets.is_empty() {
+        target.push_str(&format!(" ({})", subnets.join(", ")));
+    }
+    if let Some(group) = spec.config.placement_group() {
+        target.push_str(&format!(", placement group {group}"));
+    }
+    target
+}
+
+/// The file's tag specifications with rayefa's and Ray's instance tags merged in, the way
+/// Ray merges them: the file's instance tags win for keys both set (only `Name` can clash:
+/// the others are reserved), other resource types are kept as written.
+fn merged_tags(spec: &LaunchSpec<'_>) -> Vec<TagSpecification> {
+    let ours = tags::launch_tags(spec.cluster, spec.node_type, spec.role, spec.launch_id);
+    let mut specs: Vec<TagSpecification> = spec
+        .config
+        .input
+        .get_tag_specifications()
+        .clone()
+        .unwrap_or_default();
+    match specs
+        .iter()
+        .position(|s| s.resource_type() == Some(&ResourceType::Instance))
+    {
+        Some(at) => {
+            let theirs = specs[at].tags().to_vec();
+            let mut merged: Vec<Tag> = ours
+                .into_iter()
+                .filter(|t| !theirs.iter().any(|u| u.key() == t.key()))
+                .collect();
+            merged.extend(theirs);
+            specs[at] = TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(merged))
+                .build();
+        }
+        None => specs.push(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(ours))
+                .build(),
+        ),
+    }
+    specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::aws::node_config;
+    use serde_json::json;
+
+    fn spec<'a>(config: &'a NodeConfig, zones: &'a BTreeMap<String, String>) -> LaunchSpec<'a> {
+        LaunchSpec {
+            cluster: "c1",
+            node_type: "efa_worker_node",
+            role: Role::Worker,
+            count: 2,
+            config,
+            user_data: "#!/bin/bash\n",
+            launch_id: "run1",
+            token: "rayefa-run1-1",
+            subnet_zones: zones,
+        }
+    }
+
+    #[test]
+    fn file_tags_win_for_name_and_other_resources_are_kept() {
+        let config = node_config::parse(
+            &json!({
+                "InstanceType": "i7i.24xlarge",
+                "SubnetId": "subnet-1",
+                "Placement": {"GroupName": "pg"},
+                "TagSpecifications": [
+                    {"ResourceType": "volume", "Tags": [{"Key": "team", "Value": "ml"}]},
+                    {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "mine"}]}
+                ]
+            }),
+            "n",
+        )
+        .expect("valid");
+        let zones = BTreeMap::from([("subnet-1".to_owned(), "ap-northeast-1a".to_owned())]);
+        let spec = spec(&config, &zones);
+        let merged = merged_tags(&spec);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].resource_type(), Some(&ResourceType::Volume));
+        let instance = tags::tag_map(merged[1].tags());
+        assert_eq!(instance["Name"], "mine");
+        assert_eq!(instance[tags::RAYEFA_CLUSTER], "c1");
+        assert_eq!(instance[tags::RAY_USER_NODE_TYPE], "efa_worker_node");
+        assert_eq!(
+            describe_target(&spec, 2, None),
+            "launching 2 × i7i.24xlarge for efa_worker_node in ap-northeast-1a (subnet-1), \
+             placement group pg"
+        );
+    }
+
+    #[test]
+    fn each_attempt_asks_for_what_is_missing_with_the_files_arguments() {
+        let config = node_config::parse(
+            &json!({"InstanceType": "m7i.xlarge", "SubnetIds": ["subnet-a", "subnet-b"]}),
+            "n",
+        )
+        .expect("valid");
+        let zones = BTreeMap::new();
+        let spec = spec(&config, &zones);
+        let input = request(&spec, Some("subnet-b"), 1, "dXNlcg==", &merged_tags(&spec));
+        assert_eq!(input.get_subnet_id().as_deref(), Some("subnet-b"));
+        assert_eq!(input.get_min_count(), &Some(1));
+        assert_eq!(input.get_max_count(), &Some(1));
+        assert_eq!(input.get_user_data().as_deref(), Some("dXNlcg=="));
+        assert_eq!(
+            input.get_instance_type().as_ref().map(|t| t.as_str()),
+            Some("m7i.xlarge")
+        );
+    }
+
+    #[test]
+    fn the_error_lists_instances_left_running() {
+        assert_eq!(left_running(&[]), "");
+        assert!(left_running(&["i-1".into()]).contains("(i-1); `rayefa down FILE`"));
+    }
+}

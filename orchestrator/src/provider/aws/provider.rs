@@ -1,0 +1,522 @@
+//! The `aws` provider: nodes are EC2 instances launched from the node types' `node_config`,
+//! found again by their `rayefa-cluster` tag, and terminated only when they carry it.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
+use rayefa_wire::{AgentConfigFile, Role};
+use tokio::sync::OnceCell;
+
+use super::AwsError;
+use super::client::Clients;
+use super::error::ApiError;
+use super::launch::{self, LaunchSpec};
+use super::node_config::{self, NodeConfig};
+use super::preflight::{self, NodeTypeCheck, Problem};
+use super::settings::AwsSettings;
+use super::tags::{self, PublishedState};
+use super::user_data::render_user_data;
+use crate::provider::{
+    LaunchRequest, Lifecycle, NodeRecord, Provider, ProviderError, Published, Termination,
+};
+use rayefa_cluster::render::render_agent_config;
+use rayefa_cluster::{Cluster, Finding};
+
+/// How often launches and `down` look at instances they wait for.
+const WAIT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A stand-in head address for sizing a worker's user data before the head exists; as long as
+/// any IPv4 address.
+const SIZING_HEAD_ADDRESS: &str = "255.255.255.255";
+
+/// The node types' launch arguments, checked, by node type.
+pub(crate) fn node_configs_of(cluster: &Cluster) -> Result<BTreeMap<String, NodeConfig>, AwsError> {
+    let mut configs = BTreeMap::new();
+    let Some(types) = &cluster.spec.available_node_types else {
+        return Ok(configs);
+    };
+    for (name, spec) in &types.value {
+        let path = format!("available_node_types.{name}.node_config");
+        let config = node_config::parse(&spec.node_config.value, &path).map_err(|source| {
+            AwsError::NodeConfig {
+                file: cluster.path.display().to_string(),
+                line: spec.node_config.referenced.line(),
+                source,
+            }
+        })?;
+        configs.insert(name.clone(), config);
+    }
+    Ok(configs)
+}
+
+/// Whether `node_type` is the cluster's head type.
+fn role_of(cluster: &Cluster, node_type: &str) -> Role {
+    if cluster.head_type() == node_type {
+        Role::Head
+    } else {
+        Role::Worker
+    }
+}
+
+/// `provider.availability_zone`, split at commas.
+fn provider_zones(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .spec
+        .provider
+        .value
+        .availability_zone
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|z| !z.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs the preflight checks of `cluster` against the account, without launching anything;
+/// every finding is an error that would stop `up`. For `rayefa validate`.
+pub(crate) async fn preflight_cluster(cluster: &Cluster) -> Result<Vec<Finding>, AwsError> {
+    let clients = Clients::load(cluster.spec.provider.value.region.as_deref()).await?;
+    let configs = node_configs_of(cluster)?;
+    run_preflight(&clients, cluster, &configs).await
+}
+
+/// A preflight problem as a finding of the cluster file, at its node type's `node_config`.
+fn cluster_finding(cluster: &Cluster, problem: &Problem) -> Finding {
+    let Some(node_type) = &problem.node_type else {
+        return Finding::error(
+            cluster.spec.provider.referenced,
+            "provider",
+            problem.message(),
+        );
+    };
+    let location = cluster
+        .node_type(node_type)
+        .map_or(cluster.spec.provider.referenced, |t| {
+            t.node_config.referenced
+        });
+    let mut key = format!("available_node_types.{node_type}.node_config");
+    if let Some(field) = problem.field() {
+        key.push('.');
+        key.push_str(field);
+    }
+    Finding::error(location, key, problem.message())
+}
+
+async fn run_preflight(
+    clients: &Clients,
+    cluster: &Cluster,
+    configs: &BTreeMap<String, NodeConfig>,
+) -> Result<Vec<Finding>, AwsError> {
+    let package = cluster
+        .spec
+        .rayefa
+        .as_ref()
+        .and_then(|r| r.value.agent_package.as_ref());
+    let mut checks = Vec::new();
+    for (name, config) in configs {
+        let role = role_of(cluster, name);
+        let head = (role == Role::Worker).then_some(SIZING_HEAD_ADDRESS);
+        let agent_config = render_agent_config(cluster, name, role, head);
+        let user_data =
+            render_user_data(package, &agent_config).map_err(|source| AwsError::UserData {
+                node_type: name.clone(),
+                source,
+            })?;
+        checks.push(NodeTypeCheck {
+            name,
+            config,
+            user_data_len: user_data.len(),
+        });
+    }
+    let input = preflight::Input {
+        node_types: checks,
+        availability_zones: provider_zones(cluster),
+    };
+    let problems = preflight::preflight(clients, &input).await;
+    Ok(problems
+        .iter()
+        .map(|p| cluster_finding(cluster, p))
+        .collect())
+}
+
+/// Nodes are EC2 instances.
+#[derive(Debug)]
+pub(crate) struct AwsProvider {
+    clients: Clients,
+    cluster: Cluster,
+    configs: BTreeMap<String, NodeConfig>,
+    settings: AwsSettings,
+    agent_port: u16,
+    /// Tags every instance of this run; client tokens derive from it.
+    launch_id: String,
+    launches: AtomicU32,
+    /// Preflight runs once, before the first launch.
+    checked: OnceCell<()>,
+    subnet_zones: OnceCell<BTreeMap<String, String>>,
+}
+
+impl AwsProvider {
+    /// The provider of `cluster`: its node types' `node_config` checked, SDK clients loaded.
+    pub(crate) async fn new(cluster: &Cluster) -> Result<AwsProvider, ProviderError> {
+        let rayefa = cluster.spec.rayefa.as_ref().map(|r| &r.value);
+        // The file's checks have reported every mistake in the section already.
+        let mut settings =
+            AwsSettings::from_section(rayefa.and_then(|r| r.aws.as_ref()), &mut Vec::new());
+        if let Some(timeout) = cluster.settings.down_timeout {
+            settings.terminate_timeout = timeout;
+        }
+        let configs = node_configs_of(cluster)?;
+        let clients = Clients::load(cluster.spec.provider.value.region.as_deref()).await?;
+        Ok(AwsProvider {
+            clients,
+            cluster: cluster.clone(),
+            configs,
+            settings,
+            agent_port: cluster.settings.agent_port,
+            launch_id: format!("{:016x}", fastrand::u64(..)),
+            launches: AtomicU32::new(0),
+            checked: OnceCell::new(),
+            subnet_zones: OnceCell::new(),
+        })
+    }
+
+    async fn ensure_checked(&self) -> Result<(), ProviderError> {
+        self.checked
+            .get_or_try_init(|| async {
+                let findings = run_preflight(&self.clients, &self.cluster, &self.configs).await?;
+                if findings.is_empty() {
+                    return Ok(());
+                }
+                let file = self.cluster.display_path();
+                let list: Vec<String> = findings
+                    .iter()
+                    .map(|f| format!("  {}", f.display(&file)))
+                    .collect();
+                Err(ProviderError::Failed(format!(
+                    "preflight found {} problem(s); nothing was launched:\n{}",
+                    findings.len(),
+                    list.join("\n")
+                )))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn zones(&self) -> Result<&BTreeMap<String, String>, ProviderError> {
+        self.subnet_zones
+            .get_or_try_init(|| async {
+                let mut subnets: Vec<String> = self
+                    .configs
+                    .values()
+                    .flat_map(NodeConfig::subnets)
+                    .collect();
+                subnets.sort();
+                subnets.dedup();
+                if subnets.is_empty() {
+                    return Ok(BTreeMap::new());
+                }
+                let out = self
+                    .clients
+                    .ec2
+                    .describe_subnets()
+                    .set_subnet_ids(Some(subnets))
+                    .send()
+                    .await
+                    .map_err(|e| ApiError::from_sdk("describing the node types' subnets", e))?;
+                Ok::<_, ProviderError>(
+                    out.subnets()
+                        .iter()
+                        .filter_map(|s| {
+                            Some((s.subnet_id()?.to_owned(), s.availability_zone()?.to_owned()))
+                        })
+                        .collect(),
+                )
+            })
+            .await
+    }
+
+    /// The cluster's instances that are not terminated, or the given ones among them.
+    async fn describe(&self, ids: Option<Vec<String>>) -> Result<Vec<Instance>, ProviderError> {
+        let states = ["pending", "running", "stopping", "stopped", "shutting-down"];
+        let mut request = self
+            .clients
+            .ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tags::RAYEFA_CLUSTER))
+                    .values(self.cluster.name())
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(states.map(String::from).to_vec()))
+                    .build(),
+            );
+        if let Some(ids) = ids {
+            request = request.set_instance_ids(Some(ids));
+        }
+        let mut pages = request.into_paginator().send();
+        let mut instances = Vec::new();
+        while let Some(page) = pages.try_next().await.map_err(|e| {
+            ApiError::from_sdk(
+                format!("listing the instances of {}", self.cluster.name()),
+                e,
+            )
+        })? {
+            for reservation in page.reservations() {
+                instances.extend(reservation.instances().iter().cloned());
+            }
+        }
+        Ok(instances)
+    }
+
+    /// Waits until every instance in `instances` has a private address.
+    async fn with_addresses(
+        &self,
+        mut instances: Vec<Instance>,
+    ) -> Result<Vec<Instance>, ProviderError> {
+        let deadline = Instant::now() + self.settings.address_timeout;
+        loop {
+            let missing: Vec<String> = instances
+                .iter()
+                .filter(|i| i.private_ip_address().is_none())
+                .filter_map(|i| i.instance_id().map(str::to_owned))
+                .collect();
+            if missing.is_empty() {
+                return Ok(instances);
+            }
+            if Instant::now() >= deadline {
+                return Err(ProviderError::Failed(format!(
+                    "{} had no private address after {:?}; they are left running: `rayefa down \
+                     FILE` terminates them",
+                    missing.join(", "),
+                    self.settings.address_timeout
+                )));
+            }
+            tokio::time::sleep(WAIT_INTERVAL).await;
+            let fresh = self.describe(Some(missing)).await?;
+            for instance in &mut instances {
+                if let Some(update) = fresh
+                    .iter()
+                    .find(|f| f.instance_id() == instance.instance_id())
+                {
+                    *instance = update.clone();
+                }
+            }
+        }
+    }
+
+    fn record(&self, instance: &Instance) -> Option<NodeRecord> {
+        let tags = tags::tag_map(instance.tags());
+        let role = match tags.get(tags::RAY_NODE_KIND).map(String::as_str) {
+            Some("head") => Role::Head,
+            _ => Role::Worker,
+        };
+        let private_ip = instance.private_ip_address().map(str::to_owned);
+        let agent_address = private_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, self.agent_port));
+        Some(NodeRecord {
+            id: instance.instance_id()?.to_owned(),
+            node_type: tags
+                .get(tags::RAY_USER_NODE_TYPE)
+                .cloned()
+                .unwrap_or_default(),
+            role,
+            agent_address,
+            private_address: private_ip,
+            lifecycle: lifecycle(instance),
+            launched_at_ms: instance
+                .launch_time()
+                .and_then(|t| t.to_millis().ok())
+                .and_then(|ms| u64::try_from(ms).ok()),
+        })
+    }
+}
+
+/// The node's lifecycle from the instance's state.
+fn lifecycle(instance: &Instance) -> Lifecycle {
+    let state = instance.state().and_then(|s| s.name());
+    match state {
+        Some(InstanceStateName::Pending) => Lifecycle::Pending,
+        Some(InstanceStateName::Running) => Lifecycle::Running,
+        other => {
+            let name = other.map_or("unknown", |s| s.as_str());
+            let why = match instance.state_reason().and_then(|r| r.message()) {
+                Some(reason) if !reason.is_empty() => format!("instance {name}: {reason}"),
+                _ => format!("instance {name}"),
+            };
+            Lifecycle::Stopped { why }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for AwsProvider {
+    async fn launch(&self, request: LaunchRequest<'_>) -> Result<Vec<NodeRecord>, ProviderError> {
+        self.ensure_checked().await?;
+        let config = self.configs.get(request.node_type).ok_or_else(|| {
+            ProviderError::Failed(format!(
+                "node type {} is not in available_node_types",
+                request.node_type
+            ))
+        })?;
+        let package = self
+            .cluster
+            .spec
+            .rayefa
+            .as_ref()
+            .and_then(|r| r.value.agent_package.as_ref());
+        let user_data = render_user_data(package, request.config).map_err(|e| {
+            ProviderError::Failed(format!(
+                "rendering the user data of {}: {e}",
+                request.node_type
+            ))
+        })?;
+        let token = format!(
+            "rayefa-{}-{}",
+            self.launch_id,
+            self.launches.fetch_add(1, Ordering::Relaxed)
+        );
+        let spec = LaunchSpec {
+            cluster: self.cluster.name(),
+            node_type: request.node_type,
+            role: request.role,
+            count: request.count,
+            config,
+            user_data: &user_data,
+            launch_id: &self.launch_id,
+            token: &token,
+            subnet_zones: self.zones().await?,
+        };
+        let instances = launch::launch(&self.clients, &self.settings, &spec)
+            .await
+            .map_err(|e| ProviderError::Failed(e.to_string()))?;
+        let instances = self.with_addresses(instances).await?;
+        Ok(instances.iter().filter_map(|i| self.record(i)).collect())
+    }
+
+    fn location(&self) -> Option<String> {
+        Some(self.clients.region.clone())
+    }
+
+    async fn published(
+        &self,
+        nodes: &[NodeRecord],
+    ) -> Result<BTreeMap<String, Published>, ProviderError> {
+        if nodes.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let instances = self.describe(Some(ids)).await?;
+        Ok(instances
+            .iter()
+            .filter_map(|i| {
+                let state = PublishedState::from_tags(&tags::tag_map(i.tags()))?;
+                Some((i.instance_id()?.to_owned(), state.into()))
+            })
+            .collect())
+    }
+
+    async fn list(&self) -> Result<Vec<NodeRecord>, ProviderError> {
+        let instances = self.describe(None).await?;
+        Ok(instances.iter().filter_map(|i| self.record(i)).collect())
+    }
+
+    async fn terminate(&self, nodes: &[NodeRecord]) -> Result<Vec<Termination>, ProviderError> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only instances that carry this cluster's rayefa tag, whatever the caller passed.
+        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let ours: Vec<Instance> = self.describe(Some(ids.clone())).await?;
+        let mut outcomes: Vec<Termination> = ids
+            .iter()
+            .filter(|id| !ours.iter().any(|i| i.instance_id() == Some(id.as_str())))
+            .map(|id| Termination {
+                id: id.clone(),
+                outcome: format!("left alone: not a live instance of {}", self.cluster.name()),
+            })
+            .collect();
+        let to_stop: Vec<String> = ours
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        if to_stop.is_empty() {
+            return Ok(outcomes);
+        }
+        self.clients
+            .ec2
+            .terminate_instances()
+            .set_instance_ids(Some(to_stop.clone()))
+            .send()
+            .await
+            .map_err(|e| ApiError::from_sdk(format!("terminating {}", to_stop.join(", ")), e))?;
+        let started = Instant::now();
+        let deadline = started + self.settings.terminate_timeout;
+        loop {
+            let remaining = self.describe(Some(to_stop.clone())).await?;
+            if remaining.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let left: Vec<String> = remaining
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "{} ({})",
+                            i.instance_id().unwrap_or("?"),
+                            i.state().and_then(|s| s.name()).map_or("?", |s| s.as_str())
+                        )
+                    })
+                    .collect();
+                return Err(ProviderError::Failed(format!(
+                    "asked EC2 to terminate {}, but after {:?} these are not terminated yet: {}",
+                    to_stop.join(", "),
+                    self.settings.terminate_timeout,
+                    left.join(", ")
+                )));
+            }
+            tokio::time::sleep(WAIT_INTERVAL).await;
+        }
+        let took = started.elapsed().as_secs_f64();
+        outcomes.extend(to_stop.into_iter().map(|id| Termination {
+            id,
+            outcome: format!("terminated in {took:.1} s"),
+        }));
+        Ok(outcomes)
+    }
+}
+
+impl From<AwsError> for ProviderError {
+    fn from(error: AwsError) -> Self {
+        ProviderError::Failed(error.to_string())
+    }
+}
+
+impl From<ApiError> for ProviderError {
+    fn from(error: ApiError) -> Self {
+        ProviderError::Failed(error.to_string())
+    }
+}
+
+/// The agent configuration of a node type as rendered for user data, for `rayefa user-data`.
+pub(crate) fn node_user_data(
+    cluster: &Cluster,
+    config: &AgentConfigFile,
+) -> Result<String, super::user_data::UserDataError> {
+    let package = cluster
+        .spec
+        .rayefa
+        .as_ref()
+        .and_then(|r| r.value.agent_package.as_ref());
+    render_user_data(package, config)
+}

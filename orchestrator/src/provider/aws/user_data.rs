@@ -1,0 +1,171 @@
+//! The user data an EC2 node boots with: a short bash script (`user_data.sh`) that downloads
+//! the agent package, checks its pinned SHA-256, installs it with the OS's package manager,
+//! writes the node's agent configuration to `/etc/rayefa/agent.toml` and starts
+//! `rayefa-agent`. Every failure stops the script with a message on the console.
+
+use rayefa_wire::AgentConfigFile;
+
+use rayefa_cluster::rayefa::AgentPackage;
+
+/// The script, with `@NAME@` placeholders.
+const TEMPLATE: &str = include_str!("user_data.sh");
+
+/// EC2's limit on user data, in bytes before base64.
+pub(crate) const USER_DATA_LIMIT: usize = 16 * 1024;
+
+/// The here-document delimiter around the agent configuration; a longer one is chosen when a
+/// line of the configuration happens to equal it.
+const DELIMITER: &str = "RAYEFA_AGENT_TOML";
+
+/// Why user data could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UserDataError {
+    /// The agent configuration has a value TOML cannot hold.
+    #[error("rendering the agent configuration as TOML: {0}")]
+    Toml(#[from] toml::ser::Error),
+}
+
+/// The user data of a node whose agent configuration is `config`, installing `package` (or
+/// relying on an agent already on the image when there is none).
+pub(crate) fn render_user_data(
+    package: Option<&AgentPackage>,
+    config: &AgentConfigFile,
+) -> Result<String, UserDataError> {
+    let mut toml = toml::to_string(config)?;
+    if !toml.ends_with('\n') {
+        toml.push('\n');
+    }
+    let mut delimiter = DELIMITER.to_owned();
+    while toml.lines().any(|line| line == delimiter) {
+        delimiter.push('_');
+    }
+    let node = config.node.as_ref();
+    let describe = format!(
+        "{} / {} ({})",
+        node.and_then(|n| n.cluster_name.as_deref()).unwrap_or("?"),
+        node.and_then(|n| n.node_type.as_deref()).unwrap_or("?"),
+        node.and_then(|n| n.role).map_or("?", |r| r.as_str()),
+    );
+    let (url, sha256) = package.map_or(("", ""), |p| {
+        (p.url.value.as_str(), p.sha256.value.as_str())
+    });
+    let values = [
+        ("NODE", one_line(&describe)),
+        ("URL", shell_quote(url)),
+        ("SHA256", shell_quote(&sha256.to_ascii_lowercase())),
+        ("EOF", delimiter),
+        ("TOML", toml),
+    ];
+    Ok(fill(TEMPLATE, &values))
+}
+
+/// `template` with each `@NAME@` replaced by its value, in one pass so that a value is never
+/// scanned for placeholders itself.
+fn fill(template: &str, values: &[(&str, String)]) -> String {
+    let mut out =
+        String::with_capacity(template.len() + values.iter().map(|(_, v)| v.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let replaced = after.find('@').and_then(|end| {
+            let name = &after[..end];
+            values
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (value, end))
+        });
+        match replaced {
+            Some((value, end)) => {
+                out.push_str(value);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('@');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` as one single-quoted shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// `text` without line breaks, for a comment.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayefa_wire::{CommandsSection, NodeSection, Role};
+
+    fn config_with_setup(setup: Vec<String>) -> AgentConfigFile {
+        AgentConfigFile {
+            node: Some(NodeSection {
+                cluster_name: Some("ray-on-aws-efa".into()),
+                role: Some(Role::Worker),
+                node_type: Some("efa_worker_node".into()),
+                head_address: Some("127.0.1.4".into()),
+                ..NodeSection::default()
+            }),
+            commands: Some(CommandsSection {
+                setup: Some(setup),
+                ..CommandsSection::default()
+            }),
+            ..AgentConfigFile::default()
+        }
+    }
+
+    /// The configuration between the here-document's delimiters, read back.
+    fn embedded_config(script: &str) -> AgentConfigFile {
+        let start = script.find("<<'").expect("a here-document") + 3;
+        let delimiter_end = script[start..].find('\'').expect("closing quote") + start;
+        let delimiter = &script[start..delimiter_end];
+        let body_start = script[delimiter_end..].find('\n').expect("newline") + delimiter_end + 1;
+        let body_end = script[body_start..]
+            .find(&format!("\n{delimiter}\n"))
+            .expect("closing delimiter")
+            + body_start;
+        toml::from_str(&script[body_start..=body_end]).expect("the embedded TOML parses")
+    }
+
+    #[test]
+    fn the_configuration_survives_the_trip_through_the_script() {
+        let config = config_with_setup(vec![
+            "echo 'quoted' \"twice\" $HOME `date`".into(),
+            "pip install -U \"ray[default,data]\"".into(),
+        ]);
+        let script = render_user_data(None, &config).expect("renders");
+        assert!(script.starts_with("#!/bin/bash\n"));
+        assert_eq!(embedded_config(&script), config);
+        assert!(script.contains("url=''\n"), "no package configured");
+    }
+
+    #[test]
+    fn placeholders_are_filled_once() {
+        let values = [("A", "@B@".to_owned()), ("B", "b".to_owned())];
+        assert_eq!(fill("x@A@y@B@z@C@ @", &values), "x@B@ybz@C@ @");
+    }
+
+    #[test]
+    fn a_line_equal_to_the_delimiter_gets_a_longer_delimiter() {
+        let config = config_with_setup(vec![format!("x\n{DELIMITER}\ny")]);
+        let script = render_user_data(None, &config).expect("renders");
+        assert_eq!(embedded_config(&script), config);
+    }
+
+    #[test]
+    fn the_package_is_pinned_and_quoted() {
+        let yaml = "url: https://example.invalid/it's.rpm\nsha256: ABCDEF\n";
+        let package: AgentPackage = serde_saphyr::from_str(yaml).expect("package");
+        let script = render_user_data(Some(&package), &config_with_setup(vec![])).expect("ok");
+        assert!(script.contains(r"url='https://example.invalid/it'\''s.rpm'"));
+        assert!(script.contains("sha256='abcdef'"));
+    }
+}
