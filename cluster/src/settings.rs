@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rayefa_wire::StepName;
+use rayefa_wire::{StepName, is_env_name};
 use serde_saphyr::{Location, Spanned};
 
 use super::finding::Finding;
@@ -300,13 +300,4 @@ fn step_tuning(tuning: &StepTuning, at: Location, name: &str, out: &mut Vec<Find
             "must be between 0 and 3600",
         ));
     }
-}
-
-/// A shell variable name.
-pub fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -176,3 +176,14 @@ pub struct EfaSection {
     /// An explicit libfabric to load.
     pub libfabric: Option<String>,
 }
+
+/// Whether `name` may be a key of the `environment` table: a shell variable name (a letter or
+/// `_`, then letters, digits and `_`). The agent refuses others; the orchestrator's checks of
+/// a cluster file use the same rule, so that `validate` finds them first.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

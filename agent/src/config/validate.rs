@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rayefa_wire::{AgentConfigFile, Role, StepName, StepSection};
+use rayefa_wire::{AgentConfigFile, Role, StepName, StepSection, is_env_name};
 
 use super::load::{ConfigError, ConfigSource, merge};
 use super::{
@@ -351,12 +351,4 @@ fn absolute(
     } else {
         Err(origin.invalid(table, key, format!("`{path}` is not an absolute path")))
     }
-}
-
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -12,7 +12,7 @@ use crate::view::Output;
 
 /// Stands in for the head's address in a worker's configuration: it is only known once the
 /// head runs.
-pub(crate) const HEAD_ADDRESS_PLACEHOLDER: &str = "HEAD_PRIVATE_IP";
+const HEAD_ADDRESS_PLACEHOLDER: &str = "HEAD_PRIVATE_IP";
 
 /// Runs `user-data`.
 pub(crate) fn run(args: &UserDataArgs, output: Output) -> Result<ExitCode, Error> {
