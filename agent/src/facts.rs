@@ -94,6 +94,9 @@ async fn fetch(endpoint: &str) -> Result<Ec2Facts, reqwest::Error> {
     let instance_id = imds.get("instance-id").await?;
     let instance_type = imds.get("instance-type").await?;
     let availability_zone = imds.get("placement/availability-zone").await?;
+    let region = imds.get("placement/region").await.ok();
+    let partition = imds.get("services/partition").await.ok();
+    let domain = imds.get("services/domain").await.ok();
     let private_ip = imds.get("local-ipv4").await.ok();
     let mut interface_types = Vec::new();
     if let Ok(macs) = imds.get("network/interfaces/macs/").await {
@@ -113,6 +116,9 @@ async fn fetch(endpoint: &str) -> Result<Ec2Facts, reqwest::Error> {
         instance_id,
         instance_type,
         availability_zone,
+        region,
+        partition,
+        domain,
         private_ip,
         interface_types,
     })

@@ -7,6 +7,7 @@
 mod cli;
 mod clock;
 mod config;
+mod control;
 mod engine;
 mod fabric;
 mod facts;
@@ -55,6 +56,10 @@ enum Command {
     /// (the probe-efa step runs it as a child). Exit 0 entries found, 1 the provider is
     /// absent, 2 libfabric missing or failing.
     ProbeEfa(cli::probe_efa::ProbeEfaArgs),
+    /// Measure the fabric to another node through libfabric, in this fresh process: `listen`
+    /// prints an address and answers, `ping ADDRESS` measures latency and bandwidth (what
+    /// `rayefa check` runs on each pair).
+    Pingpong(cli::pingpong::PingpongArgs),
 }
 
 /// The `rayefa-agent` command line: parses the arguments, runs the command, and maps its
@@ -67,6 +72,9 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => cli::plan::plan(&cli.global, args),
         Command::ProbeEfa(args) => {
             return ExitCode::from(u8::try_from(cli::probe_efa::probe_efa(args)).unwrap_or(2));
+        }
+        Command::Pingpong(args) => {
+            return ExitCode::from(u8::try_from(cli::pingpong::pingpong(args)).unwrap_or(2));
         }
     };
     match result {

@@ -5,6 +5,9 @@
 //! The EC2 Query API is called directly (SigV4 over reqwest, with the instance role's
 //! credentials from the metadata service) so that the agent does not carry the AWS SDK.
 //! Tags are a courtesy: a failure to write them is a warning and never stops the bootstrap.
+//! The final state (`ready`, `failed`) is the exception: an orchestrator that reads only tags
+//! waits for it, so it is retried, with a backoff that stops growing at
+//! [`PublishConfig::max_backoff`], until EC2 accepts it or a newer state replaces it.
 
 mod credentials;
 mod request;
@@ -13,7 +16,7 @@ mod tests;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rayefa_wire::{NodeState, StatusDocument};
+use rayefa_wire::{Ec2Facts, NodeState, StatusDocument};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -25,8 +28,10 @@ use request::{SignError, create_tags_body, sign_create_tags};
 /// The least time between two calls to EC2, so that a thousand nodes stay well under the
 /// account's API rate.
 const WINDOW: Duration = Duration::from_secs(5);
-/// Calls made for one publication before giving it up.
+/// Calls made for one publication of a passing state before giving it up.
 const ATTEMPTS: u32 = 4;
+/// The longest wait between two calls for the final state.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Tag values may hold 256 characters.
 const TAG_VALUE_MAX: usize = 256;
 
@@ -39,6 +44,8 @@ pub(crate) struct PublishConfig {
     pub(crate) ec2_endpoint: Option<String>,
     /// The least time between two calls.
     pub(crate) window: Duration,
+    /// The longest wait between two tries of the same state.
+    pub(crate) max_backoff: Duration,
 }
 
 impl PublishConfig {
@@ -48,6 +55,7 @@ impl PublishConfig {
             imds_endpoint,
             ec2_endpoint,
             window: WINDOW,
+            max_backoff: MAX_BACKOFF,
         }
     }
 }
@@ -87,6 +95,12 @@ impl Published {
         Self { state, step, error }
     }
 
+    /// Whether nothing follows this state unless the agent starts again: the state an
+    /// orchestrator waits for.
+    fn is_final(&self) -> bool {
+        matches!(self.state, "ready" | "failed")
+    }
+
     fn tags(&self, now_secs: u64) -> [(&'static str, String); 4] {
         [
             ("rayefa-state", self.state.to_owned()),
@@ -102,7 +116,26 @@ fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
-/// The region of an availability zone: `us-east-1a` is in `us-east-1`.
+/// The EC2 endpoint and the signing region for the instance: the region from the metadata
+/// service's `placement/region` and the partition's domain from `services/domain` (else from
+/// `services/partition`). Only a metadata service without `placement/region` (a stand-in)
+/// leaves the region to the zone's name, which is wrong for Local and Wavelength Zones.
+fn ec2_endpoint(facts: &Ec2Facts) -> Option<(String, String)> {
+    let region = facts
+        .region
+        .clone()
+        .or_else(|| region_of(&facts.availability_zone).map(str::to_owned))?;
+    let domain = facts.domain.clone().unwrap_or_else(|| {
+        match facts.partition.as_deref() {
+            Some("aws-cn") => "amazonaws.com.cn",
+            _ => "amazonaws.com",
+        }
+        .to_owned()
+    });
+    Some((format!("https://ec2.{region}.{domain}/"), region))
+}
+
+/// The region of an ordinary availability zone: `us-east-1a` is in `us-east-1`.
 fn region_of(availability_zone: &str) -> Option<&str> {
     let region = availability_zone.strip_suffix(|c: char| c.is_ascii_lowercase())?;
     region
@@ -195,9 +228,14 @@ pub(crate) async fn run(
         tracing::debug!("not on EC2: the node's state is not published as tags");
         return;
     };
-    let url = match (&config.ec2_endpoint, region_of(&facts.availability_zone)) {
-        (Some(endpoint), _) => endpoint.clone(),
-        (None, Some(region)) => format!("https://ec2.{region}.amazonaws.com/"),
+    let (url, region) = match (&config.ec2_endpoint, ec2_endpoint(&facts)) {
+        (Some(endpoint), found) => (
+            endpoint.clone(),
+            // A stand-in may tell no usual region; sign for one all the same, as the SDKs do
+            // with a configured region.
+            found.map_or_else(|| "us-east-1".to_owned(), |(_, region)| region),
+        ),
+        (None, Some(found)) => found,
         (None, None) => {
             tracing::warn!(
                 zone = facts.availability_zone,
@@ -206,11 +244,6 @@ pub(crate) async fn run(
             return;
         }
     };
-    // With an endpoint override the zone may still name no usual region (a stand-in); sign
-    // for the zone's region when there is one, as the SDKs do with a configured region.
-    let region = region_of(&facts.availability_zone)
-        .unwrap_or("us-east-1")
-        .to_owned();
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -274,7 +307,9 @@ async fn publish_latest(
     if sent.as_ref() == Some(&published) {
         return status.has_changed().is_ok();
     }
-    for attempt in 1..=ATTEMPTS {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         // A retry carries the latest state, not the one that failed.
         published = Published::of(&status.borrow_and_update());
         let result = writer.write(&published).await;
@@ -290,11 +325,19 @@ async fn publish_latest(
                 );
                 break;
             }
-            Err(err) if err.retryable() && attempt < ATTEMPTS => {
-                let wait = config.window * 2u32.pow(attempt - 1);
-                let jitter = wait.mul_f64(fastrand::f64() * 0.2);
-                tracing::debug!(attempt, "writing state tags failed, retrying: {err}");
-                tokio::time::sleep(wait + jitter).await;
+            Err(err) if keep_trying(&published, err.retryable(), attempt) => {
+                let wait = backoff(config, attempt);
+                if attempt == ATTEMPTS {
+                    tracing::warn!(
+                        instance = writer.instance_id,
+                        state = published.state,
+                        "cannot write the node's final state tags, trying until EC2 accepts \
+                         them: {err}"
+                    );
+                } else {
+                    tracing::debug!(attempt, "writing state tags failed, retrying: {err}");
+                }
+                tokio::time::sleep(wait).await;
             }
             Err(err) => {
                 tracing::warn!(
@@ -309,4 +352,21 @@ async fn publish_latest(
     // Given up or written, this state is done with; the next change gets its own call.
     *sent = Some(published);
     status.has_changed().is_ok()
+}
+
+/// Whether to call again after the `attempt`th call failed: a passing state gets [`ATTEMPTS`]
+/// calls while the failure may pass; the final state gets as many as it takes, whatever the
+/// failure (a role or permission fixed later makes even a refusal pass).
+fn keep_trying(published: &Published, retryable: bool, attempt: u32) -> bool {
+    published.is_final() || (retryable && attempt < ATTEMPTS)
+}
+
+/// The wait after the `attempt`th failed call: a window, doubled each time up to the
+/// configured ceiling, plus up to a fifth more so that nodes that failed together spread out.
+fn backoff(config: &PublishConfig, attempt: u32) -> Duration {
+    let wait = config
+        .window
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+        .min(config.max_backoff);
+    wait + wait.mul_f64(fastrand::f64() * 0.2)
 }

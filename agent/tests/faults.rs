@@ -336,8 +336,14 @@ fn reboot_is_needed_reboots_and_the_step_is_done_after_the_boot() {
     let (code, body) = get(node.node.address, "/readyz").expect("readyz");
     assert_eq!(code, 503);
     assert!(body.contains("rebooting to finish install-efa"), "{body}");
+    // The state says "rebooting" before the agent asks systemd for the reboot.
+    let asked = node.node.path("marks/systemctl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !asked.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
-        std::fs::read_to_string(node.node.path("marks/systemctl")).expect("systemctl ran"),
+        std::fs::read_to_string(&asked).expect("systemctl ran"),
         "reboot\n"
     );
     assert_eq!(

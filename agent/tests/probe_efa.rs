@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use rayefa_wire::{EFA_PCI_DEVICES, EFA_PCI_VENDOR, FabricProbe, ProbeOutcome};
+use rayefa_wire::{EFA_PCI_VENDOR, FabricProbe, ProbeOutcome, is_efa_pci_device};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_rayefa-agent");
 
@@ -127,7 +127,7 @@ fn the_table_shows_every_entry_fi_info_shows() {
 }
 
 /// The EFA devices of this host, by what the kernel shows: an EFA function on the PCI bus
-/// (vendor 0x1d0f, device 0xefa0 to 0xefa3) or an RDMA device the efa driver made
+/// (vendor 0x1d0f, any device 0xefa*) or an RDMA device the efa driver made
 /// (`/sys/class/infiniband/rdmap*`). Empty off EC2 and on instances without EFA.
 fn host_efa_devices() -> Vec<String> {
     let read =
@@ -137,7 +137,7 @@ fn host_efa_devices() -> Vec<String> {
         for device in devices.flatten() {
             let vendor = read(device.path().join("vendor")).unwrap_or_default();
             let id = read(device.path().join("device")).unwrap_or_default();
-            if vendor == EFA_PCI_VENDOR && EFA_PCI_DEVICES.contains(&id.as_str()) {
+            if vendor == EFA_PCI_VENDOR && is_efa_pci_device(&id) {
                 found.push(format!(
                     "PCI {} ({id})",
                     device.file_name().to_string_lossy()

@@ -41,3 +41,9 @@ pub const FI_TOSTR_R: Symbol = Symbol {
     name: c"fi_tostr_r",
     version: c"FABRIC_1.4",
 };
+
+/// `fi_fabric@FABRIC_1.1`.
+pub const FI_FABRIC: Symbol = Symbol {
+    name: c"fi_fabric",
+    version: c"FABRIC_1.1",
+};

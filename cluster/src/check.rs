@@ -9,6 +9,11 @@ use super::rayefa::EfaMode;
 use super::replaced::{Recognition, Work, recognise};
 use super::schema::{ClusterSpec, NodeTypeSpec};
 use super::settings::Settings;
+use super::ssh_only::is_empty;
+
+/// The head's node type when `head_node_type` is not given and a type of this name exists,
+/// as Ray fills it in.
+pub const DEFAULT_HEAD_NODE_TYPE: &str = "ray.head.default";
 
 /// The EFA installer version the agent installs unless `rayefa.efa` names another.
 pub const DEFAULT_EFA_VERSION: &str = "1.45.1";
@@ -16,6 +21,8 @@ pub const DEFAULT_EFA_VERSION: &str = "1.45.1";
 /// Adds a finding for everything wrong or noteworthy in `spec`.
 pub fn check(spec: &ClusterSpec, settings: &Settings, out: &mut Vec<Finding>) {
     cluster_name(&spec.cluster_name, out);
+    provider_keys(spec, out);
+    agent_package(spec, out);
     node_types(spec, out);
     deprecated(spec, out);
     autoscaler(spec, out);
@@ -24,6 +31,27 @@ pub fn check(spec: &ClusterSpec, settings: &Settings, out: &mut Vec<Finding>) {
     for (key, command) in all_setup_commands(spec) {
         replaced_command(spec, settings, &key, command, out);
     }
+}
+
+/// Fills in `head_node_type` as Ray does when the file leaves it out: `ray.head.default`, if
+/// that node type exists (a note says so). Otherwise [`check`] reports it missing.
+pub fn default_head_node_type(spec: &mut ClusterSpec, out: &mut Vec<Finding>) {
+    if spec.head_node_type.is_some() {
+        return;
+    }
+    let Some(types) = &spec.available_node_types else {
+        return;
+    };
+    let Some((name, node_type)) = types.value.get_key_value(DEFAULT_HEAD_NODE_TYPE) else {
+        return;
+    };
+    let at = node_type.node_config.referenced;
+    out.push(Finding::note(
+        at,
+        "head_node_type",
+        format!("not given: the head is `{name}`, as in Ray"),
+    ));
+    spec.head_node_type = Some(Spanned::new(name.clone(), at, at));
 }
 
 /// Ray's schema only says "string"; rayefa's agent (and EC2 tag values and directory names)
@@ -43,6 +71,73 @@ fn cluster_name(name: &Spanned<String>, out: &mut Vec<Finding>) {
                 "`{}` is not a cluster name: use 1 to 64 letters, digits, `-` and `_`",
                 name.value
             ),
+        ));
+    }
+}
+
+/// Keys of Ray's AWS provider that set up something rayefa does not: each gets a warning that
+/// says what rayefa does instead. Empty values say nothing.
+fn provider_keys(spec: &ClusterSpec, out: &mut Vec<Finding>) {
+    let provider = &spec.provider.value;
+    let keys = [
+        (
+            "security_group",
+            &provider.security_group,
+            "ignored: rayefa creates no security group; nodes get the groups their node_config \
+             names (SecurityGroupIds, or each NetworkInterfaces entry's Groups), and `rayefa \
+             prepare` adds the rules EFA needs to them",
+        ),
+        (
+            "cloudwatch",
+            &provider.cloudwatch,
+            "ignored: rayefa installs no CloudWatch agent and creates no dashboard or alarm; \
+             install the agent in setup_commands or on the image (each node's own state is in \
+             its agent's /v1/status and /metrics)",
+        ),
+        (
+            "key_pair",
+            &provider.key_pair,
+            "ignored: rayefa creates no key pair and logs into no node; for your own logins \
+             name an existing key pair in node_config.KeyName",
+        ),
+    ];
+    for (key, value, what) in keys {
+        if let Some(value) = value.as_ref().filter(|v| !is_empty(&v.value)) {
+            out.push(Finding::warning(
+                value.referenced,
+                format!("provider.{key}"),
+                what,
+            ));
+        }
+    }
+    if let Some(cache) = provider.cache_stopped_nodes.as_ref().filter(|c| c.value) {
+        out.push(Finding::warning(
+            cache.referenced,
+            "provider.cache_stopped_nodes",
+            "ignored: rayefa does not keep stopped nodes to reuse; `rayefa down` terminates \
+             them and `rayefa up` launches new ones",
+        ));
+    }
+}
+
+/// The aws provider boots machine images, which need the agent: from `rayefa.agent_package`
+/// or `rayefa.agent_store`, or already installed, which `rayefa.agent_on_image: true` states. Without either, user
+/// data stops on a stock image and no node ever reports.
+fn agent_package(spec: &ClusterSpec, out: &mut Vec<Finding>) {
+    if spec.provider.value.kind != "aws" {
+        return;
+    }
+    let section = spec.rayefa.as_ref().map(|r| &r.value);
+    let package = section.is_some_and(|s| s.agent_package.is_some() || s.agent_store.is_some());
+    let on_image = section.and_then(|s| s.agent_on_image).unwrap_or(false);
+    if !package && !on_image {
+        out.push(Finding::warning(
+            spec.provider.referenced,
+            "rayefa.agent_package",
+            "is not set, so nodes boot only on an image that already carries rayefa-agent; on \
+             a stock image user data stops and no node ever reports. Set \
+             rayefa.agent_package (the package's url and sha256), rayefa.agent_store (where \
+             rayefa publishes it), or rayefa.agent_on_image: true if the image has the agent",
         ));
     }
 }
@@ -74,9 +169,13 @@ fn node_types(spec: &ClusterSpec, out: &mut Vec<Finding>) {
     let head = match &spec.head_node_type {
         None => {
             out.push(Finding::error(
-                Location::UNKNOWN,
+                types.referenced,
                 "head_node_type",
-                format!("is missing: name the head's node type (one of {})", names()),
+                format!(
+                    "is missing, and available_node_types has no `{DEFAULT_HEAD_NODE_TYPE}` \
+                     (Ray's default): name the head's node type (one of {})",
+                    names()
+                ),
             ));
             None
         }
@@ -129,18 +228,20 @@ fn node_types(spec: &ClusterSpec, out: &mut Vec<Finding>) {
                 ),
             ));
         }
-        if Some(name.as_str()) == head {
-            if let Some(first) = node_type.worker_setup_commands.iter().flatten().next() {
-                out.push(Finding::warning(
-                    first.referenced,
-                    format!("{key}.worker_setup_commands"),
-                    "ignored: this is the head's type, and the head runs head_setup_commands \
-                     (as in Ray)",
-                ));
-            }
-        } else {
-            total_min += u64::from(min);
+        if Some(name.as_str()) == head
+            && min == 0
+            && let Some(first) = node_type.worker_setup_commands.iter().flatten().next()
+        {
+            out.push(Finding::warning(
+                first.referenced,
+                format!("{key}.worker_setup_commands"),
+                "ignored: this is the head's type, the head runs head_setup_commands (as in \
+                 Ray), and its min_workers launches no worker of this type to run them",
+            ));
         }
+        // As in Ray, the head type's min_workers are workers of the head's type, launched
+        // beside the head and counted against max_workers.
+        total_min += u64::from(min);
     }
     if let Some(max) = &spec.max_workers
         && total_min > u64::from(max.value)
@@ -149,7 +250,8 @@ fn node_types(spec: &ClusterSpec, out: &mut Vec<Finding>) {
             max.referenced,
             "max_workers",
             format!(
-                "the worker types' min_workers add up to {total_min}, more than max_workers ({})",
+                "the node types' min_workers add up to {total_min} workers, more than \
+                 max_workers ({})",
                 max.value
             ),
         ));
@@ -230,6 +332,27 @@ fn deprecated(spec: &ClusterSpec, out: &mut Vec<Finding>) {
 }
 
 fn autoscaler(spec: &ClusterSpec, out: &mut Vec<Finding>) {
+    for (name, node_type) in spec
+        .available_node_types
+        .iter()
+        .flat_map(|types| types.value.iter())
+    {
+        if let Some(idle) = &node_type.idle_timeout_s {
+            out.push(Finding::note(
+                idle.referenced,
+                format!("available_node_types.{name}.idle_timeout_s"),
+                "not used: rayefa does not autoscale, so it stops no idle node",
+            ));
+        }
+        if let Some(priority) = &node_type.priority {
+            out.push(Finding::note(
+                priority.referenced,
+                format!("available_node_types.{name}.priority"),
+                "not used: rayefa does not autoscale, so it never chooses between node types; \
+                 it launches each type's min_workers",
+            ));
+        }
+    }
     if let Some(speed) = &spec.upscaling_speed {
         out.push(Finding::note(
             speed.referenced,
@@ -403,7 +526,12 @@ fn detail(spec: &ClusterSpec, work: &Work) -> String {
                     packages.join(" ")
                 ));
             } else {
-                text.push_str(&format!(", into its virtualenv: {}", packages.join(" ")));
+                text.push_str(&format!(
+                    ", which adds {} to its default Python packages ({}); set \
+                     rayefa.packages.python for another list",
+                    packages.join(" "),
+                    crate::render::packages::DEFAULT_PYTHON_PACKAGES.join(" ")
+                ));
             }
         }
         Work::OsPackages { packages, .. } => {
@@ -418,7 +546,7 @@ fn detail(spec: &ClusterSpec, work: &Work) -> String {
                 ));
             } else {
                 text.push_str(&format!(
-                    ", under its package-manager lock: {}",
+                    ", which adds {} to its default OS packages under its package-manager lock",
                     packages.join(" ")
                 ));
             }

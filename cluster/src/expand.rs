@@ -1,4 +1,4 @@
-//! `${VAR}` and `$VAR` in a cluster file's values, taken from the environment.
+//! `${VAR}` in a cluster file's values, taken from the environment.
 //!
 //! Users wrote the seed's `cluster-efa.yaml` inside a shell heredoc so that the shell filled
 //! in `${AWS_REGION}`, `${X86_AMI_ID}` and so on. rayefa does the same itself, with three
@@ -9,8 +9,10 @@
 //! - the command lists (`*_commands`) are left alone: they are shell run on the node, where
 //!   `$RAY_HEAD_IP`, `$HOME` or `$PATH` mean the node's values, as in Ray's own files;
 //! - a variable that is unset (or set but empty) is an error naming it and its line, where the
-//!   shell would silently substitute nothing. `${VAR:-default}` gives a default and `$$` a
-//!   literal `$`.
+//!   shell would silently substitute nothing. `${VAR:-default}` gives a default;
+//! - only the braced form is a reference: a bare `$Word` stays as written, because values such
+//!   as EC2's `$Latest` and `$Default` launch-template versions must reach EC2 as they are.
+//!   `$${` is a literal `${`.
 //!
 //! Each substituted value is escaped for the scalar's style, so a value containing `: ` or
 //! `#` cannot change the document's structure.
@@ -193,8 +195,13 @@ enum Substituted {
     NeedsQuoting,
 }
 
-/// Replaces `$$`, `$NAME`, `${NAME}` and `${NAME:-default}` in `raw`, each value passed
-/// through `escape` (which answers `None` when the value cannot be written as is).
+/// How to write a literal `${`, for messages.
+const LITERAL_HINT: &str = "write $${ for a literal ${";
+
+/// Replaces `${NAME}` and `${NAME:-default}` in `raw`, each value passed through `escape`
+/// (which answers `None` when the value cannot be written as is), and `$${` with a literal
+/// `${`. Every other `$` stays as written: EC2's `$Latest` and `$Default` launch-template
+/// versions, `$5`, a `$HOME` meant for the node.
 fn substitute(
     raw: &str,
     env: &BTreeMap<String, String>,
@@ -206,56 +213,52 @@ fn substitute(
     while let Some(dollar) = rest.find('$') {
         out.push_str(&rest[..dollar]);
         let after = &rest[dollar + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
             changed = true;
             rest = tail;
             continue;
         }
-        let (name, default, consumed) = if let Some(braced) = after.strip_prefix('{') {
-            let close = braced
-                .find('}')
-                .ok_or_else(|| format!("`${{` without a closing `}}` in `{raw}`"))?;
-            let inner = &braced[..close];
-            let (name, default) = match inner.split_once(":-") {
-                Some((name, default)) => (name, Some(default)),
-                None => (inner, None),
-            };
-            if !is_name(name) {
-                return Err(format!("`${{{inner}}}` is not a variable reference"));
-            }
-            (name, default, close + 2)
-        } else {
-            let len = after
-                .char_indices()
-                .find(|(i, c)| {
-                    !(c.is_ascii_alphanumeric() || *c == '_') || (*i == 0 && c.is_ascii_digit())
-                })
-                .map_or(after.len(), |(i, _)| i);
-            if len == 0 {
-                // `$` before something that is not a name: not a reference, keep it.
-                out.push('$');
-                rest = after;
-                continue;
-            }
-            (&after[..len], None, len)
+        let Some(braced) = after.strip_prefix('{') else {
+            out.push('$');
+            rest = after;
+            continue;
         };
+        let close = braced
+            .find('}')
+            .ok_or_else(|| format!("`${{` without a closing `}}` in `{raw}` ({LITERAL_HINT})"))?;
+        let inner = &braced[..close];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        if !is_name(name) {
+            return Err(format!(
+                "`${{{inner}}}` is not a variable reference ({LITERAL_HINT})"
+            ));
+        }
         let value = match (env.get(name).filter(|v| !v.is_empty()), default) {
             (Some(value), _) => value.as_str(),
             (None, Some(default)) => default,
             (None, None) if env.contains_key(name) => {
                 return Err(format!(
-                    "environment variable {name} is set but empty (write ${{{name}:-}} if empty is meant)"
+                    "environment variable {name} is set but empty (write ${{{name}:-}} if empty \
+                     is meant, or $${{{name}}} for a literal ${{{name}}})"
                 ));
             }
-            (None, None) => return Err(format!("environment variable {name} is not set")),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable {name} is not set (write ${{{name}:-default}} for a \
+                     default, or $${{{name}}} for a literal ${{{name}}})"
+                ));
+            }
         };
         match escape(value) {
             Some(escaped) => out.push_str(&escaped),
             None => return Ok(Substituted::NeedsQuoting),
         }
         changed = true;
-        rest = &after[consumed..];
+        rest = &braced[close + 1..];
     }
     out.push_str(rest);
     Ok(if changed {
@@ -300,7 +303,7 @@ mod tests {
 
     #[test]
     fn fills_braced_and_bare_references_in_values() {
-        let text = "cluster_name: ${NAME}-efa\nregion: $REGION\nzone: ${REGION}a\n";
+        let text = "cluster_name: ${NAME}-efa\nregion: ${REGION}\nzone: ${REGION}a\n";
         let out = expand(
             text,
             &env(&[("NAME", "ray-on-aws"), ("REGION", "ap-northeast-1")]),
@@ -332,7 +335,7 @@ mod tests {
 
     #[test]
     fn an_empty_variable_is_an_error_unless_a_default_says_so() {
-        let err = expand("a: $EMPTY\n", &env(&[("EMPTY", "")])).expect_err("empty");
+        let err = expand("a: ${EMPTY}\n", &env(&[("EMPTY", "")])).expect_err("empty");
         assert!(err.message.contains("set but empty"), "{}", err.message);
         assert_eq!(
             expand("a: x${EMPTY:-}y\n", &env(&[("EMPTY", "")])).expect("default"),
@@ -348,14 +351,17 @@ mod tests {
     fn values_are_escaped_for_the_scalar_style() {
         let vars = env(&[("V", "x: y # z"), ("Q", "say \"hi\"\\"), ("S", "it's")]);
         assert_eq!(
-            expand("a: $V\n", &vars).expect("plain"),
+            expand("a: ${V}\n", &vars).expect("plain"),
             "a: \"x: y # z\"\n"
         );
         assert_eq!(
-            expand("a: \"<$Q>\"\n", &vars).expect("double"),
+            expand("a: \"<${Q}>\"\n", &vars).expect("double"),
             "a: \"<say \\\"hi\\\"\\\\>\"\n"
         );
-        assert_eq!(expand("a: '$S'\n", &vars).expect("single"), "a: 'it''s'\n");
+        assert_eq!(
+            expand("a: '${S}'\n", &vars).expect("single"),
+            "a: 'it''s'\n"
+        );
         assert_eq!(
             expand("a: [\"${S}\"]\n", &vars).expect("flow"),
             "a: [\"it's\"]\n"
@@ -363,15 +369,46 @@ mod tests {
     }
 
     #[test]
-    fn plain_numbers_keep_their_type_and_dollar_dollar_is_a_dollar() {
+    fn plain_numbers_keep_their_type() {
         assert_eq!(
-            expand("n: $N\n", &env(&[("N", "96")])).expect("n"),
+            expand("n: ${N}\n", &env(&[("N", "96")])).expect("n"),
             "n: 96\n"
         );
-        assert_eq!(expand("p: a$$b\n", &env(&[])).expect("p"), "p: a$b\n");
+    }
+
+    #[test]
+    fn a_bare_dollar_word_stays_as_written_and_dollar_dollar_brace_is_a_literal_brace() {
+        let vars = env(&[("Latest", "no"), ("HOME", "/root")]);
+        for kept in [
+            "Version: $Latest\n",
+            "Version: '$Default'\n",
+            "p: cost $5 and $$\n",
+            "p: \"$HOME/x\"\n",
+        ] {
+            assert_eq!(expand(kept, &vars).expect("kept"), kept);
+        }
         assert_eq!(
-            expand("p: cost $5\n", &env(&[])).expect("p"),
-            "p: cost $5\n"
+            expand("p: a$${HOME}b\n", &vars).expect("literal"),
+            "p: a${HOME}b\n"
+        );
+        assert_eq!(
+            expand("p: $${X}-${HOME}\n", &vars).expect("both"),
+            "p: ${X}-/root\n"
+        );
+    }
+
+    #[test]
+    fn the_error_says_how_to_write_a_literal() {
+        let unset = expand("a: ${Latest}\n", &env(&[])).expect_err("unset");
+        assert_eq!(
+            unset.message,
+            "environment variable Latest is not set (write ${Latest:-default} for a default, or \
+             $${Latest} for a literal ${Latest})"
+        );
+        let broken = expand("a: ${1x}\n", &env(&[])).expect_err("not a name");
+        assert_eq!(
+            broken.message,
+            "`${1x}` is not a variable reference (write $${ for a literal ${)"
         );
     }
 

@@ -9,12 +9,15 @@ mod check;
 pub mod duration;
 pub mod expand;
 mod finding;
+mod key_path;
 pub mod rayefa;
 pub mod render;
 pub mod replaced;
 pub mod schema;
 pub mod settings;
 mod ssh_only;
+#[cfg(test)]
+mod tests;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -78,14 +81,13 @@ impl Cluster {
             .collect()
     }
 
-    /// The worker types and how many nodes of each `up` launches (`min_workers`).
+    /// How many workers of each node type `up` launches (`min_workers`). As in Ray, the head's
+    /// type is among them: its `min_workers` are workers of the head's type, beside the head.
     pub fn worker_counts(&self) -> Vec<(&str, usize)> {
-        let head = self.head_type();
         self.spec
             .available_node_types
             .iter()
             .flat_map(|types| types.value.iter())
-            .filter(|(name, _)| name.as_str() != head)
             .map(|(name, t)| {
                 let count = t.min_workers.as_ref().map_or(0, |m| m.value);
                 (name.as_str(), usize::try_from(count).unwrap_or(usize::MAX))
@@ -151,7 +153,7 @@ pub enum ClusterError {
         error: expand::ExpandError,
     },
     /// The YAML does not parse or does not fit Ray's schema.
-    #[error("{path}:{line}:{column}: error: {message}{snippet}")]
+    #[error("{path}:{line}:{column}: error: {}{message}{snippet}", key_prefix(key))]
     Syntax {
         /// The file.
         path: PathBuf,
@@ -159,6 +161,8 @@ pub enum ClusterError {
         line: u64,
         /// 1-based column.
         column: u64,
+        /// The dotted key path the mistake is at, empty for the document itself.
+        key: String,
         /// What was expected.
         message: String,
         /// The lines around the mistake, each on its own line, or nothing.
@@ -197,16 +201,26 @@ impl ClusterError {
             ClusterError::Syntax {
                 line,
                 column,
+                key,
                 message,
                 ..
             } => vec![Finding {
                 severity: Severity::Error,
                 line: Some(*line),
                 column: Some(*column),
-                key: String::new(),
+                key: key.clone(),
                 message: message.clone(),
             }],
         }
+    }
+}
+
+/// `key: ` before a message about `key`, nothing for the document itself.
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
     }
 }
 
@@ -293,6 +307,7 @@ fn read_text(path: &Path) -> Result<String, ClusterError> {
             path: path.to_owned(),
             line: line as u64,
             column: column as u64,
+            key: String::new(),
             message: format!("byte 0x{byte:02X} is not UTF-8 text, which a cluster file must be"),
             snippet: String::new(),
         }
@@ -328,6 +343,7 @@ pub fn parse(
             None => spec.rayefa = Some(in_metadata),
         }
     }
+    check::default_head_node_type(&mut spec, &mut findings);
     let section = spec.rayefa.as_ref().map(|r| &r.value);
     let settings = settings::resolve(section, &mut findings);
     if let Some(section) = section {
@@ -357,17 +373,38 @@ pub fn parse(
     })
 }
 
-/// A deserializer error as `FILE:LINE:COLUMN: message` plus the lines around it.
+/// A deserializer error as `FILE:LINE:COLUMN: error: KEY: message` plus the lines around it,
+/// headed by the file's name.
 fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> ClusterError {
-    use serde_saphyr::MessageFormatter;
+    use serde_saphyr::{Error, MessageFormatter, RenderOptions};
     let location = error.location().unwrap_or(Location::UNKNOWN);
-    let messages = ClusterMessages { text };
-    let message = messages.format_message(innermost(error));
+    let inner = innermost(error);
+    let prefer = match inner {
+        Error::SerdeUnknownField { .. } => key_path::Prefer::Inner,
+        _ => key_path::Prefer::Outer,
+    };
+    let node = (location != Location::UNKNOWN)
+        .then(|| key_path::at(text, location.line(), location.column(), prefer))
+        .flatten();
+    let key = match (inner, &node) {
+        // A missing key is the mapping's mistake, wherever in the mapping the parser stopped.
+        (Error::SerdeMissingField { .. }, Some(node)) => node.container(),
+        (_, Some(node)) => node.path.clone(),
+        (_, None) => String::new(),
+    };
+    let messages = ClusterMessages {
+        text,
+        scalar: node.as_ref().and_then(|n| n.scalar.clone()),
+    };
+    let message = messages.format_message(inner);
+    let file = path.display().to_string();
     let snippet: String = if message == NO_CONTENT {
         String::new()
     } else {
+        let mut options = RenderOptions::new(&messages);
+        options.source_name = Some(&file);
         error
-            .render_with_formatter(&messages)
+            .render_with_options(options)
             .lines()
             .skip(1)
             .map(|line| format!("\n    {line}"))
@@ -375,19 +412,23 @@ fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> Cluster
     };
     // Called directly, the formatter's text is not sanitised as rendering sanitises it: a
     // control character from the file must not reach the terminal as one.
-    let mut clean = String::with_capacity(message.len());
-    for c in message.chars() {
-        if c.is_control() {
-            clean.extend(c.escape_debug());
-        } else {
-            clean.push(c);
+    let clean = |text: &str| {
+        let mut clean = String::with_capacity(text.len());
+        for c in text.chars() {
+            if c.is_control() {
+                clean.extend(c.escape_debug());
+            } else {
+                clean.push(c);
+            }
         }
-    }
+        clean
+    };
     ClusterError::Syntax {
         path: path.to_owned(),
         line: location.line(),
         column: location.column(),
-        message: clean,
+        key: clean(&key),
+        message: clean(&message),
         snippet,
     }
 }
@@ -413,6 +454,8 @@ const NO_CONTENT: &str = "the file has no YAML content: a cluster file needs at 
 struct ClusterMessages<'t> {
     /// The text that was parsed.
     text: &'t str,
+    /// The scalar the error is at, as written, when it is at one.
+    scalar: Option<String>,
 }
 
 impl serde_saphyr::MessageFormatter for ClusterMessages<'_> {
@@ -432,13 +475,28 @@ impl serde_saphyr::MessageFormatter for ClusterMessages<'_> {
                  again each time it is used)",
                 describe_breach(breach)
             ),
-            Error::InvalidScalar { ty, .. } => match *ty {
-                "u16" => "invalid u16: expected a whole number from 0 to 65535".to_owned(),
-                "u32" => "invalid u32: expected a whole number from 0 to 4294967295".to_owned(),
-                "u64" | "usize" => format!("invalid {ty}: expected a whole number of at least 0"),
-                "f64" | "f32" | "floating point" => format!("invalid {ty}: expected a number"),
-                other => format!("invalid {other}"),
-            },
+            Error::InvalidScalar { ty, .. } => {
+                let wanted = match *ty {
+                    "u16" => "a whole number from 0 to 65535",
+                    "u32" => "a whole number from 0 to 4294967295",
+                    "u64" | "usize" => "a whole number of at least 0",
+                    "i64" | "i32" => "a whole number",
+                    "f64" | "f32" | "floating point" => "a number",
+                    "bool" | "boolean" => "true or false",
+                    _ => "a value of another kind",
+                };
+                match &self.scalar {
+                    Some(scalar) => format!("`{scalar}` is not {wanted}"),
+                    None => format!("expected {wanted}"),
+                }
+            }
+            Error::SerdeUnknownField {
+                field, expected, ..
+            } => format!(
+                "`{field}` is not a key here; the keys here are {}",
+                expected.join(", ")
+            ),
+            Error::SerdeMissingField { field, .. } => format!("`{field}` is missing"),
             Error::Unexpected { expected, .. } if *expected == "mapping start" => {
                 "expected a mapping (`key: value` entries)".to_owned()
             }

@@ -14,8 +14,16 @@ pub use crate::duration::DurationValue;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RayefaSection {
-    /// The agent package nodes install from user data (EC2 providers).
-    pub agent_package: Option<AgentPackage>,
+    /// The agent package nodes install from user data (EC2 providers): one, or one per
+    /// architecture.
+    pub agent_package: Option<AgentPackages>,
+    /// Where `rayefa publish` put the agent packages (`s3://bucket/prefix`): each launch hands
+    /// every node a presigned URL of its architecture's package instead. Not together with
+    /// `agent_package`.
+    pub agent_store: Option<Spanned<String>>,
+    /// True when the nodes' image already carries rayefa-agent, so that no
+    /// `agent_package` is needed (without either, `validate` warns).
+    pub agent_on_image: Option<bool>,
     /// The TCP port every agent serves its status on (default 8700).
     pub agent_port: Option<Spanned<u16>>,
     /// EFA settings for node types whose `node_config` has no EFA interface, and the
@@ -40,7 +48,171 @@ pub struct RayefaSection {
     pub aws: Option<AwsSection>,
 }
 
-/// `rayefa.agent_package`
+/// `rayefa.agent_package`: one package for every node (`{url, sha256}`), or one per
+/// architecture (`{x86_64: {url, sha256}, aarch64: {url, sha256}}`, named as `uname -m`
+/// names them).
+#[derive(Debug, Clone)]
+pub enum AgentPackages {
+    /// Every node installs this package (a one-architecture cluster).
+    One(AgentPackage),
+    /// Each node installs the package of its architecture.
+    PerArchitecture(BTreeMap<String, AgentPackage>),
+}
+
+impl AgentPackages {
+    /// The architecture keys the per-architecture form takes.
+    pub const ARCHITECTURES: [&'static str; 2] = ["x86_64", "aarch64"];
+
+    /// Every package with its architecture key (`None` in the single form).
+    pub fn each(&self) -> Vec<(Option<&str>, &AgentPackage)> {
+        match self {
+            AgentPackages::One(package) => vec![(None, package)],
+            AgentPackages::PerArchitecture(by_arch) => by_arch
+                .iter()
+                .map(|(arch, package)| (Some(arch.as_str()), package))
+                .collect(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AgentPackages {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PackagesVisitor;
+        impl<'de> Visitor<'de> for PackagesVisitor {
+            type Value = AgentPackages;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{url, sha256}, or {x86_64: {url, sha256}, aarch64: {url, sha256}}")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AgentPackages, A::Error> {
+                const KEYS: &[&str] = &["url", "sha256", "x86_64", "aarch64"];
+                let (mut url, mut sha256) = (None, None);
+                let mut by_arch = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "url" => url = Some(map.next_value()?),
+                        "sha256" => sha256 = Some(map.next_value()?),
+                        arch if AgentPackages::ARCHITECTURES.contains(&arch) => {
+                            by_arch.insert(key, map.next_value::<AgentPackage>()?);
+                        }
+                        _ => return Err(de::Error::unknown_field(&key, KEYS)),
+                    }
+                }
+                match (url, sha256, by_arch.is_empty()) {
+                    (Some(url), Some(sha256), true) => {
+                        Ok(AgentPackages::One(AgentPackage { url, sha256 }))
+                    }
+                    (None, None, false) => Ok(AgentPackages::PerArchitecture(by_arch)),
+                    (None, None, true) => Err(de::Error::custom(
+                        "needs url and sha256, or a package per architecture (x86_64, aarch64)",
+                    )),
+                    (_, _, false) => Err(de::Error::custom(
+                        "give url and sha256 for every node, or a package per architecture, \
+                         not both",
+                    )),
+                    (None, _, true) => Err(de::Error::missing_field("url")),
+                    (_, None, true) => Err(de::Error::missing_field("sha256")),
+                }
+            }
+        }
+        deserializer.deserialize_map(PackagesVisitor)
+    }
+}
+
+/// `rayefa.agent_store`, parsed: the bucket and the key prefix the packages are published
+/// under (no leading or trailing `/`; empty for the bucket's top).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStore {
+    /// The S3 bucket.
+    pub bucket: String,
+    /// The key prefix.
+    pub prefix: String,
+}
+
+impl AgentStore {
+    /// Parses `s3://bucket[/prefix]`, with S3's rules for general purpose bucket names and
+    /// its "safe characters" (letters, digits, `!-_.*'()`) in the prefix's segments.
+    pub fn parse(text: &str) -> Result<AgentStore, String> {
+        let rest = text
+            .strip_prefix("s3://")
+            .ok_or("must be an S3 location, s3://BUCKET/PREFIX")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+        bucket_name(bucket)?;
+        if !prefix.is_empty() {
+            for segment in prefix.split('/') {
+                if segment.is_empty() || segment == "." || segment == ".." {
+                    return Err(format!(
+                        "the prefix `{prefix}` has an empty, `.` or `..` segment"
+                    ));
+                }
+                if let Some(c) = segment
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
+                {
+                    return Err(format!(
+                        "the prefix `{prefix}` has `{c}`: use letters, digits and !-_.*'() \
+                         between the slashes"
+                    ));
+                }
+            }
+        }
+        Ok(AgentStore {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The key of `name` under the prefix.
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+}
+
+impl fmt::Display for AgentStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// S3's naming rules for general purpose buckets.
+fn bucket_name(bucket: &str) -> Result<(), String> {
+    let why = if !(3..=63).contains(&bucket.len()) {
+        "must be 3 to 63 characters long"
+    } else if !bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        "may hold only lowercase letters, digits, `.` and `-`"
+    } else if !bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+    {
+        "must begin and end with a letter or a digit"
+    } else if bucket.contains("..") {
+        "must not have two dots in a row"
+    } else if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
+        "must not look like an IP address"
+    } else if ["xn--", "sthree-", "amzn-s3-demo-"]
+        .iter()
+        .any(|p| bucket.starts_with(p))
+        || ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"]
+            .iter()
+            .any(|s| bucket.ends_with(s))
+    {
+        "uses a prefix or suffix S3 reserves"
+    } else {
+        return Ok(());
+    };
+    Err(format!("the bucket name `{bucket}` {why}"))
+}
+
+/// One agent package.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentPackage {
@@ -60,6 +232,9 @@ pub struct EfaSettings {
     pub installer_url: Option<Spanned<String>>,
     /// Its pinned SHA-256.
     pub installer_sha256: Option<Spanned<String>>,
+    /// The fingerprint of the key that must have signed it (AWS's by default); the agent
+    /// fetches the key from beside the installer and trusts it only with this fingerprint.
+    pub fingerprint: Option<Spanned<String>>,
     /// The installer version the manifest must report.
     pub installer_version: Option<String>,
     /// Flags for `efa_installer.sh`.
@@ -215,4 +390,39 @@ pub struct AwsSection {
     pub terminate_timeout: Option<Spanned<DurationValue>>,
     /// How long `up` waits for a launched instance's private address (default 2m).
     pub address_timeout: Option<Spanned<DurationValue>>,
+}
+
+#[cfg(test)]
+mod agent_store_tests {
+    use super::AgentStore;
+
+    #[test]
+    fn a_location_is_a_bucket_and_a_prefix() {
+        let store = AgentStore::parse("s3://my-bucket.example/rayefa/agent/").expect("valid");
+        assert_eq!(store.bucket, "my-bucket.example");
+        assert_eq!(store.prefix, "rayefa/agent");
+        assert_eq!(store.key("manifest.json"), "rayefa/agent/manifest.json");
+        let top = AgentStore::parse("s3://abc").expect("no prefix");
+        assert_eq!(top.key("manifest.json"), "manifest.json");
+    }
+
+    #[test]
+    fn s3s_bucket_rules_and_odd_prefixes_are_refused() {
+        for (text, words) in [
+            ("https://abc/x", "s3://BUCKET/PREFIX"),
+            ("s3://ab/x", "3 to 63"),
+            ("s3://My-Bucket/x", "lowercase"),
+            ("s3://-abc/x", "begin and end"),
+            ("s3://a..b/x", "two dots"),
+            ("s3://192.168.1.1/x", "IP address"),
+            ("s3://xn--abc/x", "reserves"),
+            ("s3://abc-s3alias/x", "reserves"),
+            ("s3://abc/a//b", "empty"),
+            ("s3://abc/a/../b", "`..`"),
+            ("s3://abc/a b", "has ` `"),
+        ] {
+            let error = AgentStore::parse(text).expect_err(text);
+            assert!(error.contains(words), "`{words}` in {error}");
+        }
+    }
 }

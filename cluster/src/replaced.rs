@@ -107,7 +107,7 @@ pub fn recognise(command: &str) -> Recognition {
             Segment::True | Segment::Other => other = true,
         }
     }
-    if words.iter().any(|w| is_shell_syntax(w)) {
+    if has_shell_syntax(command) {
         other = true;
     }
     match (work.is_empty(), other) {
@@ -221,10 +221,52 @@ fn installer_version(arg: &str) -> Option<String> {
         .then(|| version.to_owned())
 }
 
-/// Words that mean the command is more than a list of simple commands (pipes, redirections,
-/// substitutions): such a command is never dropped.
-fn is_shell_syntax(word: &str) -> bool {
-    word.contains(['|', '>', '<', '`', '&']) && !matches!(word, "&&" | "||") || word.contains("$(")
+/// Whether the command is more than simple commands joined by `&&`, `||` and `;`: a pipe, a
+/// redirection, a background `&`, a substitution or an expansion outside single quotes. Quoted
+/// text is an argument, not shell syntax: `pip install 'boto3>=1.4.8'` has none. Such a
+/// command is never dropped, since its words are not what runs.
+fn has_shell_syntax(command: &str) -> bool {
+    #[derive(PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let chars: Vec<char> = command.chars().collect();
+    let mut quote = Quote::None;
+    let mut i = 0;
+    // A word boundary: the command's ends or blank space.
+    let boundary = |at: Option<&char>| at.is_none_or(|c| c.is_whitespace());
+    while i < chars.len() {
+        let c = chars[i];
+        match (&quote, c) {
+            (Quote::Single, '\'') => quote = Quote::None,
+            (Quote::Single, _) => {}
+            (_, '\\') => i += 1,
+            (Quote::None, '\'') => quote = Quote::Single,
+            (Quote::None, '"') => quote = Quote::Double,
+            (Quote::Double, '"') => quote = Quote::None,
+            (_, '`') => return true,
+            (_, '$') => return true,
+            (Quote::Double, _) => {}
+            (Quote::None, '&' | '|')
+                if chars.get(i + 1) == Some(&c)
+                    && boundary(i.checked_sub(1).and_then(|p| chars.get(p)))
+                    && boundary(chars.get(i + 2)) =>
+            {
+                i += 1;
+            }
+            (Quote::None, ';')
+                if boundary(i.checked_sub(1).and_then(|p| chars.get(p)))
+                    && boundary(chars.get(i + 1)) => {}
+            (Quote::None, '&' | '|' | '<' | '>' | ';' | '(' | ')' | '{' | '}' | '#') => {
+                return true;
+            }
+            (Quote::None, _) => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -308,6 +350,50 @@ mod tests {
             recognise("sudo growpart /dev/xvda 1 || echo failed"),
             Recognition::Overlaps(_)
         ));
+    }
+
+    #[test]
+    fn quoted_requirements_are_arguments_not_shell_syntax() {
+        assert_eq!(
+            replaceable("pip install 'boto3>=1.4.8'"),
+            [Work::PythonPackages(vec!["boto3>=1.4.8".into()])]
+        );
+        assert_eq!(
+            replaceable(
+                r#"pip3 install -U "ray[default]<3" 'pandas>2|=x' && sudo dnf install -y git"#
+            ),
+            [
+                Work::PythonPackages(vec!["ray[default]<3".into(), "pandas>2|=x".into()]),
+                Work::OsPackages {
+                    manager: "dnf".into(),
+                    packages: vec!["git".into()]
+                }
+            ]
+        );
+        assert_eq!(
+            replaceable("sudo growpart /dev/xvda 1 || true ; sudo xfs_growfs -d /"),
+            [Work::GrowRoot, Work::GrowRoot]
+        );
+    }
+
+    #[test]
+    fn unquoted_or_expanded_syntax_keeps_the_command() {
+        for command in [
+            "pip install boto3>=1.4.8",
+            "pip install \"$PACKAGE\"",
+            "pip install $(cat reqs)",
+            "pip install `cat reqs`",
+            "pip install boto3 &",
+            "pip install boto3 2>/dev/null",
+            "pip install boto3 # pinned later",
+            "pip install boto3; echo done",
+        ] {
+            assert!(
+                matches!(recognise(command), Recognition::Overlaps(_)),
+                "{command}: {:?}",
+                recognise(command)
+            );
+        }
     }
 
     #[test]

@@ -136,8 +136,15 @@ pub struct ProviderSpec {
     pub availability_zone: Option<String>,
     /// Whether to use private addresses only.
     pub use_internal_ips: Option<bool>,
-    /// Whether `down` stops instead of terminating (Ray's default true).
-    pub cache_stopped_nodes: Option<bool>,
+    /// Whether Ray stops nodes instead of terminating them and reuses them (Ray's default
+    /// true); rayefa terminates.
+    pub cache_stopped_nodes: Option<Spanned<bool>>,
+    /// The security group Ray creates or reuses (Ray's AWS provider); rayefa creates none.
+    pub security_group: Option<Spanned<Value>>,
+    /// Ray's CloudWatch agent, dashboard and alarms (Ray's AWS provider); rayefa sets up none.
+    pub cloudwatch: Option<Spanned<Value>>,
+    /// The EC2 key pair Ray creates or reuses for SSH; rayefa has no SSH.
+    pub key_pair: Option<Spanned<Value>>,
     /// Every other key, for the provider that understands it.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
@@ -155,6 +162,8 @@ pub struct AuthSpec {
     pub ssh_public_key: Option<Spanned<String>>,
     /// An SSH `ProxyCommand`.
     pub ssh_proxy_command: Option<Spanned<String>>,
+    /// Whether Ray hands the proxy command the node's id instead of its address (Ray 2.60).
+    pub ssh_proxy_use_node_id: Option<Spanned<bool>>,
 }
 
 /// `available_node_types.<name>:`
@@ -172,6 +181,12 @@ pub struct NodeTypeSpec {
     pub min_workers: Option<Spanned<u32>>,
     /// The most workers of this type.
     pub max_workers: Option<Spanned<u32>>,
+    /// Seconds a worker of this type may idle before Ray's autoscaler removes it (Ray 2.60;
+    /// overrides `idle_timeout_minutes`); rayefa does not autoscale.
+    pub idle_timeout_s: Option<Spanned<f64>>,
+    /// Which type Ray's autoscaler prefers when several fit a request (Ray 2.60); rayefa does
+    /// not autoscale.
+    pub priority: Option<Spanned<i64>>,
     /// Ray labels of this node type (`RAY_OVERRIDE_LABELS`).
     pub labels: Option<BTreeMap<String, String>>,
     /// Replaces the top-level `initialization_commands` for this type.

@@ -6,7 +6,7 @@ use rayefa_wire::{StepName, is_env_name};
 use serde_saphyr::{Location, Spanned};
 
 use super::finding::Finding;
-use super::rayefa::{DurationValue, EfaMode, RayefaSection, StepSetting, StepTuning};
+use super::rayefa::{AgentStore, DurationValue, EfaMode, RayefaSection, StepSetting, StepTuning};
 
 /// The port agents serve on unless `rayefa.agent_port` says otherwise.
 pub const DEFAULT_AGENT_PORT: u16 = 8700;
@@ -210,12 +210,16 @@ pub fn check_section(section: &RayefaSection, out: &mut Vec<Finding>) {
             }
         }
     }
-    if let Some(package) = &section.agent_package {
+    for (arch, package) in section.agent_package.iter().flat_map(|p| p.each()) {
+        let key = match arch {
+            Some(arch) => format!("rayefa.agent_package.{arch}"),
+            None => "rayefa.agent_package".to_owned(),
+        };
         let url = &package.url;
         if !(url.value.starts_with("https://") || url.value.starts_with("http://")) {
             out.push(Finding::error(
                 url.referenced,
-                "rayefa.agent_package.url",
+                format!("{key}.url"),
                 "must be an http or https URL",
             ));
         }
@@ -223,8 +227,25 @@ pub fn check_section(section: &RayefaSection, out: &mut Vec<Finding>) {
         if sha.value.len() != 64 || !sha.value.chars().all(|c| c.is_ascii_hexdigit()) {
             out.push(Finding::error(
                 sha.referenced,
-                "rayefa.agent_package.sha256",
+                format!("{key}.sha256"),
                 "must be 64 hexadecimal digits",
+            ));
+        }
+    }
+    if let Some(store) = &section.agent_store {
+        if let Err(message) = AgentStore::parse(&store.value) {
+            out.push(Finding::error(
+                store.referenced,
+                "rayefa.agent_store",
+                message,
+            ));
+        }
+        if section.agent_package.is_some() {
+            out.push(Finding::error(
+                store.referenced,
+                "rayefa.agent_store",
+                "and rayefa.agent_package are both set: nodes install either the packages \
+                 `rayefa publish` put in the store or the one at agent_package's URL; remove one",
             ));
         }
     }
@@ -266,6 +287,20 @@ pub fn check_section(section: &RayefaSection, out: &mut Vec<Finding>) {
                 "rayefa.efa.installer_sha256",
                 "must be 64 hexadecimal digits",
             ));
+        }
+        if let Some(fingerprint) = &efa.fingerprint {
+            let digits: Vec<char> = fingerprint
+                .value
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            if digits.len() != 40 || !digits.iter().all(char::is_ascii_hexdigit) {
+                out.push(Finding::error(
+                    fingerprint.referenced,
+                    "rayefa.efa.fingerprint",
+                    "must be 40 hexadecimal digits (spaces allowed)",
+                ));
+            }
         }
         if let (Some(url), None) = (&efa.installer_url, &efa.installer_sha256) {
             out.push(Finding::error(

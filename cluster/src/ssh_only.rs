@@ -17,8 +17,18 @@ use super::schema::ClusterSpec;
 pub fn check(spec: &ClusterSpec, out: &mut Vec<Finding>) {
     if let Some(auth) = &spec.auth {
         let auth = &auth.value;
+        if let Some(user) = &auth.ssh_user {
+            out.push(Finding::note(
+                user.referenced,
+                "auth.ssh_user",
+                format!(
+                    "the cluster's setup and start commands run as `{}` in a login shell, as \
+                     Ray runs them over SSH (the local provider runs them as you)",
+                    user.value
+                ),
+            ));
+        }
         let keys = [
-            ("ssh_user", &auth.ssh_user, "nodes are not logged into"),
             (
                 "ssh_private_key",
                 &auth.ssh_private_key,
@@ -43,6 +53,13 @@ pub fn check(spec: &ClusterSpec, out: &mut Vec<Finding>) {
                     format!("ignored: rayefa does not use SSH, {why}"),
                 ));
             }
+        }
+        if let Some(use_node_id) = auth.ssh_proxy_use_node_id.as_ref().filter(|v| v.value) {
+            out.push(Finding::warning(
+                use_node_id.referenced,
+                "auth.ssh_proxy_use_node_id",
+                "ignored: rayefa does not use SSH, so no proxy command is given a node's id",
+            ));
         }
     }
     if let Some(mounts) = non_empty(&spec.file_mounts) {
@@ -123,7 +140,8 @@ fn non_empty(value: &Option<Spanned<Value>>) -> Option<&Spanned<Value>> {
     value.as_ref().filter(|v| !is_empty(&v.value))
 }
 
-fn is_empty(value: &Value) -> bool {
+/// Whether a value says nothing: null, false, empty text, an empty list or map.
+pub(crate) fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null | Value::Bool(false) => true,
         Value::String(s) => s.is_empty(),

@@ -58,6 +58,13 @@ pub(crate) enum Command {
     /// Exit codes: 0 no node failed; 1 a node failed, is unreachable or stopped; 2 bad
     /// cluster file; 3 provider error.
     Status(StatusArgs),
+    /// Draw the cluster's bootstrap as an SVG: a row per node, a bar per step (its start and
+    /// duration, attempts, waits for the package lock and pauses before retries, a failed
+    /// step in red), from each agent's status document; prints where it wrote it.
+    ///
+    /// Nodes whose agent does not answer get a row saying why. Exit codes: 0 written; 2 bad
+    /// cluster file, no nodes, or the file cannot be written; 3 provider error.
+    Timeline(TimelineArgs),
     /// Stop and remove every node of the cluster.
     ///
     /// Local nodes get SIGTERM, then SIGKILL after rayefa.timeouts.stop_grace (or --timeout);
@@ -86,6 +93,15 @@ pub(crate) enum Command {
     /// their node_config names and the security groups' all-traffic rules to themselves, in
     /// and out. Running it again changes nothing and says "already present".
     Prepare(PrepareArgs),
+    /// Upload the agent packages (what packaging/build makes: .rpm and .deb, x86_64 and
+    /// aarch64, the architecture read from the file name) to the cluster file's
+    /// rayefa.agent_store (`s3://BUCKET/PREFIX`) and record them in its manifest.json.
+    ///
+    /// An object that already has the package's SHA-256 is skipped. `up` then hands every node
+    /// a presigned URL (valid 3 h) of its architecture's package: nodes need no S3 permission
+    /// and nothing is public. Exit codes: 0 published; 2 bad cluster file, no agent_store, or
+    /// a file that is not a package; 3 S3 refused or failed (no bucket, no permission).
+    Publish(PublishArgs),
 }
 
 /// The cluster file argument.
@@ -116,6 +132,16 @@ pub(crate) struct StatusArgs {
     /// How long to wait for the nodes' agents to answer.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) timeout: Option<Duration>,
+}
+
+/// `rayefa timeline`
+#[derive(Debug, Args)]
+pub(crate) struct TimelineArgs {
+    #[command(flatten)]
+    pub(crate) cluster: ClusterArg,
+    /// Where to write the SVG; `CLUSTER_NAME-timeline.svg` in the current directory otherwise.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) out: Option<PathBuf>,
 }
 
 /// `rayefa down`
@@ -189,6 +215,17 @@ pub(crate) struct InstanceTypesArgs {
     /// Only types that support EFA.
     #[arg(long)]
     pub(crate) efa: bool,
+}
+
+/// `rayefa publish`
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The cluster file whose rayefa.agent_store to publish to.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// The package files, for example target/packages/*.rpm target/packages/*.deb.
+    #[arg(value_name = "PACKAGE", required = true)]
+    pub(crate) packages: Vec<PathBuf>,
 }
 
 /// `rayefa prepare`

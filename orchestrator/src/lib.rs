@@ -12,6 +12,7 @@ mod commands;
 mod exit;
 pub mod harness;
 mod provider;
+mod timeline;
 mod view;
 mod wait;
 
@@ -46,12 +47,14 @@ async fn run(cli: Cli) -> Result<ExitCode, exit::Error> {
     match &cli.command {
         Command::Up(args) => commands::up::run(args, output).await,
         Command::Status(args) => commands::status::run(args, output).await,
+        Command::Timeline(args) => commands::timeline::run(args, output).await,
         Command::Down(args) => commands::down::run(args, output).await,
         Command::Validate(args) => commands::validate::run(args, output).await,
         Command::UserData(args) => commands::user_data::run(args, output),
         Command::Env(args) => commands::env::run(args, output).await,
         Command::InstanceTypes(args) => commands::instance_types::run(args, output).await,
         Command::Prepare(args) => commands::prepare::run(args, output).await,
+        Command::Publish(args) => commands::publish::run(args, output).await,
     }
 }
 

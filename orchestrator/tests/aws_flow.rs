@@ -127,3 +127,43 @@ fn the_seed_guide_from_env_to_down_with_real_agents() {
     let gone = world.run_on(&["status"], &file).expect_code(0);
     assert!(gone.stdout.contains("has no nodes"), "{}", gone.stdout);
 }
+
+#[test]
+#[ignore = "needs the rayefa-agent binary built; run by tests/run"]
+fn up_with_real_agents_while_ec2_does_not_list_the_new_instances_for_20_seconds() {
+    let agent = agent_binary();
+    let world = World::build("127.0.41.0/24", support::aws_world::Omit::default());
+    world.prepared();
+    // As measured for issue 13: new instances missing from DescribeInstances for 20 s.
+    world
+        .proxy
+        .hide_new_instances(std::time::Duration::from_secs(20));
+    let fleet = Fleet::start(
+        &world.moto.endpoint(),
+        8700,
+        Machine::Agent(agent),
+        world.dir.path().join("fleet"),
+    );
+    let file = world.seed_file();
+    let up = world.run_on(&["up", "--timeout", "120s"], &file);
+    let booted = fleet.booted();
+    assert_eq!(
+        up.code, 0,
+        "up failed\n--- stdout\n{}\n--- stderr\n{}\n--- booted\n{booted:#?}",
+        up.stdout, up.stderr
+    );
+    assert!(
+        up.stdout.contains("cluster ray-on-aws-efa: 2 nodes ready"),
+        "{}",
+        up.stdout
+    );
+    assert_eq!(booted.len(), 2, "{booted:#?}");
+    assert!(
+        world
+            .proxy
+            .requests("DescribeInstances")
+            .iter()
+            .any(|r| r.outcome.starts_with("hid ")),
+        "the proxy hid the new instances from `up`"
+    );
+}

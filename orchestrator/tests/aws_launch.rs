@@ -465,3 +465,185 @@ fn a_failure_published_in_tags_fails_up_with_the_step_and_error() {
         run.stdout
     );
 }
+
+#[test]
+fn up_watches_launched_instances_that_ec2_does_not_list_yet() {
+    let (world, fleet, file) = setup(31, &[]);
+    // EC2's eventual consistency: for a while after RunInstances, DescribeInstances does not
+    // show the new instances (moto shows them at once; the proxy plays EC2).
+    world
+        .proxy
+        .hide_new_instances(std::time::Duration::from_secs(8));
+    let run = world.run_on(&["up"], &file).expect_code(0);
+    assert!(
+        run.stdout.contains("cluster ray-on-aws-efa: 2 nodes ready"),
+        "both launched nodes are watched and ready:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(fleet.booted().len(), 2);
+    let hidden: Vec<String> = world
+        .proxy
+        .requests("DescribeInstances")
+        .into_iter()
+        .map(|r| r.outcome)
+        .filter(|o| o.starts_with("hid "))
+        .collect();
+    assert!(
+        !hidden.is_empty(),
+        "the listings `up` made left the new instances out"
+    );
+}
+
+#[test]
+fn a_refused_new_instance_profile_is_retried_with_the_reason() {
+    let (world, _fleet, file) = setup(32, &[]);
+    for _ in 0..2 {
+        world.proxy.inject(
+            "RunInstances",
+            Fault::instance_profile_not_ready("ray-instance-profile"),
+        );
+    }
+    let run = world.run_on(&["up"], &file).expect_code(0);
+    let outcomes: Vec<String> = world
+        .proxy
+        .requests("RunInstances")
+        .into_iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "injected InvalidParameterValue",
+            "injected InvalidParameterValue",
+            "forwarded",
+            "forwarded"
+        ]
+    );
+    assert_eq!(
+        run.stderr.matches("IAM is eventually consistent").count(),
+        2,
+        "each retry says why:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("2 nodes ready"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+/// The seed's file with Graviton workers (c7gn.16xlarge: arm64, one EFA) on the ARM image and
+/// `agent_package` as given.
+fn graviton_workers_with(agent_package: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("i7i.24xlarge", "c7gn.16xlarge".to_owned()),
+        (
+            "            ImageId: ${X86_AMI_ID}                     # 헤드 노드와",
+            "            ImageId: ${ARM_AMI_ID}                     # 헤드 노드와".to_owned(),
+        ),
+        (
+            "rayefa:\n",
+            format!("rayefa:\n    agent_package:\n{agent_package}"),
+        ),
+    ]
+}
+
+const AMD: &str = "https://packages.example.invalid/rayefa-agent.x86_64.rpm";
+const ARM: &str = "https://packages.example.invalid/rayefa-agent.aarch64.rpm";
+
+#[test]
+fn each_node_gets_the_agent_package_of_its_architecture() {
+    let both = format!(
+        "        x86_64: {{url: '{AMD}', sha256: '{}'}}\n        aarch64: {{url: '{ARM}', sha256: '{}'}}\n",
+        "a".repeat(64),
+        "b".repeat(64)
+    );
+    let replacements = graviton_workers_with(&both);
+    let pairs: Vec<(&str, &str)> = replacements.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let (world, _fleet, file) = setup(33, &pairs);
+    world.run_on(&["up"], &file).expect_code(0);
+    let launches = world.proxy.requests("RunInstances");
+    assert_eq!(launches.len(), 2, "{launches:#?}");
+    let head = decoded_user_data(&launches[0]);
+    let worker = decoded_user_data(&launches[1]);
+    assert_eq!(launches[1].param("InstanceType"), Some("c7gn.16xlarge"));
+    assert!(head.contains(&format!("url='{AMD}'")) && head.contains("machine='x86_64'"));
+    assert!(worker.contains(&format!("url='{ARM}'")) && worker.contains("machine='aarch64'"));
+
+    // `rayefa user-data` asks EC2 for the type's architecture and prints the same choice.
+    let printed = world
+        .run_on(&["user-data", "--node-type", "efa_worker_node"], &file)
+        .expect_code(0);
+    assert!(
+        printed.stdout.contains(&format!("url='{ARM}'")),
+        "{}",
+        printed.stdout
+    );
+
+    // Booted on a node of the other architecture, the user data stops in one line.
+    let dir = tempfile::tempdir().expect("scratch");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    rayefa_test_support::files::write_executable(&bin.join("uname"), "#!/bin/sh\necho x86_64\n");
+    std::fs::write(dir.path().join("user-data"), &worker).expect("user data");
+    let out = std::process::Command::new("bash")
+        .arg(dir.path().join("user-data"))
+        .env("RAYEFA_ROOT", dir.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("bash");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "rayefa: FAILED: this node is x86_64, but its agent package ({ARM}) is the aarch64 one"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_node_type_whose_architecture_has_no_package_is_refused_before_launch() {
+    let x86_only = format!(
+        "        x86_64: {{url: '{AMD}', sha256: '{}'}}\n",
+        "a".repeat(64)
+    );
+    let replacements = graviton_workers_with(&x86_only);
+    let pairs: Vec<(&str, &str)> = replacements.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let (world, _fleet, file) = setup(34, &pairs);
+    let validate = world
+        .run_on(&["validate", "--output", "json"], &file)
+        .expect_code(2);
+    let doc: serde_json::Value = serde_json::from_str(&validate.stdout).expect("JSON");
+    let errors: Vec<&serde_json::Value> = doc["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{doc:#}");
+    assert_eq!(
+        errors[0]["key"],
+        "available_node_types.efa_worker_node.node_config"
+    );
+    let message = errors[0]["message"].as_str().expect("message");
+    assert!(
+        message.contains(
+            "c7gn.16xlarge: the instance type runs aarch64, and rayefa.agent_package has no \
+             package for it (it has x86_64)"
+        ) && message.contains("add rayefa.agent_package.aarch64"),
+        "{message}"
+    );
+    world.run_on(&["up"], &file).expect_code(3);
+    assert!(world.proxy.requests("RunInstances").is_empty());
+}

@@ -165,10 +165,114 @@ fn more_efa_interfaces_than_the_type_takes_are_refused() {
                   SubnetId: ${PRIV_SUBNET_ID}\n            Placement:";
     let text = SEED_CLUSTER_FILE.replacen("            Placement:", second, 1);
     let (_, found) = errors(&world, &text);
+    // The second EFA also asks for a network card i7i.24xlarge does not have.
+    let messages: Vec<&str> = found
+        .iter()
+        .map(|f| {
+            assert_eq!(f["key"], format!("{WORKER}.NetworkInterfaces"), "{f:#?}");
+            f["message"].as_str().expect("message")
+        })
+        .collect();
+    assert_eq!(messages.len(), 2, "{found:#?}");
+    assert!(
+        messages[0].contains("NetworkInterfaces[1] has NetworkCardIndex 1; i7i.24xlarge has 1"),
+        "{messages:#?}"
+    );
+    assert!(
+        messages[1].contains("2 EFA interfaces asked for; i7i.24xlarge takes at most 1"),
+        "{messages:#?}"
+    );
+}
+
+/// The seed's worker as a p4d.24xlarge (4 network cards, 4 EFA interfaces) with `interfaces`
+/// as its NetworkInterfaces entries (each a YAML mapping's lines, indented as the seed's).
+fn p4d_worker_with(interfaces: &[(&str, &str, &str)]) -> String {
+    let entries: String = interfaces
+        .iter()
+        .map(|(card, device, kind)| {
+            format!(
+                "                - NetworkCardIndex: {card}\n                  DeviceIndex: \
+                 {device}\n                  InterfaceType: {kind}\n                  Groups: \
+                 [\"${{WORKER_SG_ID}}\"]\n                  SubnetId: ${{PRIV_SUBNET_ID}}\n"
+            )
+        })
+        .collect();
+    let seed_interface = "                - DeviceIndex: 0\n                  InterfaceType: efa\n                  Groups: [\"${WORKER_SG_ID}\"]                # SecurityGroupIds 대신 여기서 설정\n                  SubnetId: ${PRIV_SUBNET_ID}                # 프라이빗 서브넷 ID 입력\n";
+    assert!(SEED_CLUSTER_FILE.contains(seed_interface));
+    SEED_CLUSTER_FILE
+        .replace(seed_interface, &entries)
+        .replace("i7i.24xlarge", "p4d.24xlarge")
+}
+
+#[test]
+fn efa_layouts_aws_refuses_are_found_before_launch() {
+    let world = World::seed();
+    world.prepared();
+    // One EFA per card, on the cards the type has, with an IP-carrying primary: accepted.
+    let good = p4d_worker_with(&[
+        ("0", "0", "efa"),
+        ("1", "1", "efa-only"),
+        ("2", "1", "efa-only"),
+        ("3", "1", "efa-only"),
+    ]);
+    let (code, found) = errors(&world, &good);
+    assert_eq!((code, found), (0, vec![]));
+
+    let bad = p4d_worker_with(&[
+        ("0", "0", "efa-only"),
+        ("1", "1", "efa-only"),
+        ("1", "2", "efa"),
+        ("4", "1", "efa-only"),
+    ]);
+    let (code, found) = errors(&world, &bad);
+    assert_eq!(code, 2);
+    let messages: Vec<&str> = found
+        .iter()
+        .map(|f| {
+            assert_eq!(f["key"], format!("{WORKER}.NetworkInterfaces"), "{f:#?}");
+            f["message"].as_str().expect("message")
+        })
+        .collect();
+    assert_eq!(messages.len(), 3, "{found:#?}");
+    for words in [
+        "NetworkInterfaces[0] is the primary interface (network card 0, device 0) and is efa-only",
+        "NetworkInterfaces[3] has NetworkCardIndex 4; p4d.24xlarge has 4 network card(s)",
+        "NetworkInterfaces[1][2] are all EFA interfaces on network card 1",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.contains(words)),
+            "`{words}` in {messages:#?}"
+        );
+    }
+    // `up` refuses the same layout with nothing launched.
+    let file = world.write("bad-layout.yaml", &bad);
+    let run = world.run_on(&["up"], &file).expect_code(3);
+    assert!(
+        run.stderr.contains("nothing was launched"),
+        "{}",
+        run.stderr
+    );
+    assert!(world.proxy.requests("RunInstances").is_empty());
+}
+
+#[test]
+fn an_instance_profile_without_a_role_is_found() {
+    let world = World::build(
+        "127.0.1.0/24",
+        Omit {
+            profile_role: true,
+            ..Omit::default()
+        },
+    );
+    world.prepared();
+    let (_, found) = errors(&world, SEED_CLUSTER_FILE);
     single(
         &found,
-        &format!("{WORKER}.NetworkInterfaces"),
-        &["2 EFA interfaces asked for; i7i.24xlarge takes at most 1"],
+        &format!("{WORKER}.IamInstanceProfile"),
+        &[
+            "instance profile ray-instance-profile holds no role",
+            "add-role-to-instance-profile",
+        ],
     );
 }
 
@@ -258,6 +362,7 @@ fn a_missing_instance_profile_says_how_to_create_it() {
         "127.0.1.0/24",
         Omit {
             instance_profile: true,
+            ..Omit::default()
         },
     );
     world.prepared();

@@ -235,7 +235,12 @@ fn debian_family_systems_install_with_apt() {
     let out = node.boot_head_node(&url, &sha256_hex(PACKAGE));
     assert!(out.status.success(), "{}", stderr(&out));
     let calls = node.calls();
-    assert!(calls[0].starts_with("apt-get install -y "), "{calls:?}");
+    // apt-get waits for the dpkg lock (held by cloud-init or unattended-upgrades at first
+    // boot), as the agent's own apt-get calls do.
+    assert!(
+        calls[0].starts_with("apt-get -o DPkg::Lock::Timeout=300 install -y "),
+        "{calls:?}"
+    );
     assert!(calls[0].ends_with("/rayefa-agent.deb"), "{calls:?}");
     let config: AgentConfigFile =
         toml::from_str(&node.agent_toml().expect("written")).expect("valid TOML");

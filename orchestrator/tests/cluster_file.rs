@@ -60,11 +60,13 @@ fn the_seed_file_validates_as_written() {
         all.contains("up launches 1 head_node (head), 1 efa_worker_node (worker)"),
         "{all}"
     );
-    // What rayefa does differently is said, with the line of each command.
+    // auth.ssh_user is used (commands run as ec2-user), so no warning; the note says so.
+    assert!(!all.contains("warning: auth.ssh_user"), "{all}");
     assert!(
-        all.contains("cluster-efa.yaml:12:15: warning: auth.ssh_user: ignored"),
+        all.contains("cluster-efa.yaml:12:15: note: auth.ssh_user: the cluster's setup and start commands run as `ec2-user` in a login shell"),
         "{all}"
     );
+    // What rayefa does differently is said, with the line of each command.
     assert!(
         all.contains("cluster-efa.yaml:16:7: warning: setup_commands[0]: `sudo growpart /dev/xvda 1 || true` is replaced by step grow-root"),
         "{all}"
@@ -138,7 +140,6 @@ fn ssh_only_keys_that_can_be_ignored_are_warnings() {
     let all = text(&output);
     assert_eq!(output.status.code(), Some(0), "{all}");
     for key in [
-        "auth.ssh_user",
         "auth.ssh_private_key",
         "auth.ssh_proxy_command",
         "rsync_exclude",
@@ -149,7 +150,11 @@ fn ssh_only_keys_that_can_be_ignored_are_warnings() {
             "{key}: {all}"
         );
     }
-    assert!(all.contains("valid (5 warnings)"), "{all}");
+    assert!(all.contains("valid (4 warnings)"), "{all}");
+    assert!(
+        !all.contains("warning: auth.ssh_user"),
+        "used, not ignored: {all}"
+    );
 }
 
 #[test]

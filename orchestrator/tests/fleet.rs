@@ -105,6 +105,29 @@ fn agent_deb(packages: &Path) -> (PathBuf, String) {
     (deb, sum.to_owned())
 }
 
+/// The longest a node may take to power off (issue 13.9: Ray used to hold it for 90 s).
+const POWER_OFF_LIMIT: Duration = Duration::from_secs(15);
+
+/// Reboots `node` (`systemctl reboot` inside) and answers how long it took to power off: from
+/// the request until nspawn exited for the reboot.
+fn reboot_timed(node: &Node) -> Duration {
+    let ended = node.exits().len();
+    let asked = Instant::now();
+    node.reboot();
+    wait_for(
+        Duration::from_secs(120),
+        &format!("{} to power off for the reboot", node.name),
+        || (node.exits().len() > ended).then_some(()),
+    );
+    let took = asked.elapsed();
+    println!(
+        "fleet: {}: powered off for the reboot {:.1} s after it was asked to",
+        node.name,
+        took.as_secs_f64()
+    );
+    took
+}
+
 /// Which variant of the cluster a test launches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -165,6 +188,8 @@ impl Vpc {
             .to_owned();
         let installer_url = files.publish(&installer_name, efa.tarball.clone());
         files.publish(&format!("{installer_name}.sig"), efa.signature.clone());
+        // Where AWS publishes its key: beside the tarballs. No node carries a key file.
+        files.publish("aws-efa-installer.key", efa.public_key.clone());
 
         let pypi = PypiProxy::start(on_bridge(PYPI_PORT));
         let mut interface_types = BTreeMap::new();
@@ -176,7 +201,7 @@ impl Vpc {
         );
 
         let site = world.dir.path().join("site");
-        efa.site_files(&site);
+        std::fs::create_dir_all(&site).expect("the site layer");
         let mut binds = Vec::new();
         if variant == Variant::RealRay {
             // The nodes reach PyPI through this machine, and trust what it trusts: where the
@@ -205,6 +230,7 @@ impl Vpc {
             &deb_sha256,
             &installer_url,
             &efa.sha256,
+            &efa.fingerprint,
             &pypi.url(),
         );
         let cluster_file = world.write("fleet.yaml", &yaml);
@@ -326,6 +352,7 @@ fn cluster_yaml(
     deb_sha256: &str,
     installer_url: &str,
     installer_sha256: &str,
+    key_fingerprint: &str,
     pypi_proxy: &str,
 ) -> String {
     let node_config = |group: &str| {
@@ -425,6 +452,7 @@ fn cluster_yaml(
          \x20   efa:\n\
          \x20       installer_url: {installer_url}\n\
          \x20       installer_sha256: {installer_sha256}\n\
+         \x20       fingerprint: \"{key_fingerprint}\"\n\
          {steps}{packages}\
          \x20   poll:\n\
          \x20       interval: 500ms\n"
@@ -749,7 +777,13 @@ fn fleet_three_nodes_boot_from_user_data_survive_a_crash_and_a_reboot_and_go_dow
         ["grow-root", "setup-commands"],
         "{before:?}"
     );
-    rebooted.reboot();
+    let took = reboot_timed(rebooted);
+    assert!(
+        took < POWER_OFF_LIMIT,
+        "{} took {took:?} to power off\n{}",
+        rebooted.name,
+        rebooted.diagnostics()
+    );
     wait_for(
         Duration::from_secs(120),
         "the rebooted node to boot again",
@@ -850,14 +884,32 @@ fn fleet_a_node_type_with_efa_interfaces_fails_on_a_node_without_efa_and_says_wh
             .is_some_and(|m| m.contains("1.45.1")),
         "the test installer did not run on the worker"
     );
-    let sig_fetched = vpc
-        .files
-        .served()
-        .iter()
-        .any(|s| s.path.ends_with(".tar.gz.sig") && s.status == 200);
+    let fetched = |suffix: &str| {
+        vpc.files
+            .served()
+            .iter()
+            .any(|s| s.path.ends_with(suffix) && s.status == 200)
+    };
     assert!(
-        sig_fetched,
+        fetched(".tar.gz.sig"),
         "the worker did not fetch the installer's signature"
+    );
+    // The node had no key file: it fetched the key from beside the installer and trusted it
+    // for the fingerprint the cluster file gave it.
+    assert!(
+        fetched("/aws-efa-installer.key"),
+        "the worker did not fetch the signing key from beside the installer"
+    );
+    let install = step(&doc, "install-efa");
+    assert_eq!(
+        install["detail"]["public_key"],
+        format!("http://{HOST_ADDRESS}:{FILES_PORT}/aws-efa-installer.key"),
+        "{install:#}"
+    );
+    assert_eq!(
+        worker.read_file("/etc/rayefa/aws-efa-installer.key"),
+        None,
+        "the node should carry no key file"
     );
 
     vpc.down_and_leave_nothing_behind();
@@ -911,6 +963,59 @@ fn fleet_three_nodes_install_ray_from_pypi_and_form_one_cluster() {
         nodes.lines().map(str::to_owned).collect::<Vec<_>>(),
         expected,
         "ray status:\n{listed}"
+    );
+
+    // Power-off with Ray running: rayefa-ray-stop.service stops it, so systemd's final
+    // SIGTERM finds nothing to wait for. After the boot the agent starts Ray again.
+    let rebooted = &workers[0];
+    let took = reboot_timed(rebooted);
+    vpc.check(
+        took < POWER_OFF_LIMIT,
+        &format!(
+            "{} took {took:?} to power off with Ray running",
+            rebooted.name
+        ),
+        None,
+    );
+    wait_for(
+        Duration::from_secs(120),
+        "the rebooted Ray worker to boot again",
+        || (rebooted.boots() == 2 && rebooted.leader().is_some()).then_some(()),
+    );
+    wait_for(
+        Duration::from_secs(300),
+        "the rebooted Ray worker's agent to be ready",
+        || {
+            http_get(
+                SocketAddr::V4(SocketAddrV4::new(rebooted.address, AGENT_PORT)),
+                "/readyz",
+            )
+            .ok()
+        },
+    );
+    // The journal of both boots: the unit was stopped (ray stop ran) at the power-off.
+    let journal = rebooted.exec_ok(&["journalctl", "--no-pager", "-u", "rayefa-ray-stop"]);
+    assert!(
+        journal.contains("Stopping") || journal.contains("Stopped"),
+        "rayefa-ray-stop did not run at power-off:\n{journal}"
+    );
+    // Every node reports the Ray it installed, and all the same one.
+    for node in std::iter::once(head).chain(&workers) {
+        let doc = status_of(node);
+        assert_eq!(
+            step(&doc, "install-ray")["detail"]["ray_version"],
+            "2.60.0",
+            "{}",
+            node.name
+        );
+    }
+    let verbose = vpc.rayefa(&["status", "-v"]);
+    vpc.check(
+        verbose.code == 0
+            && verbose.stdout.contains("RAY")
+            && verbose.stdout.matches("2.60.0").count() == 3,
+        "rayefa status -v does not show each node's Ray version",
+        Some(&verbose),
     );
 
     vpc.down_and_leave_nothing_behind();

@@ -350,3 +350,82 @@ fn an_agent_that_stops_answering_is_reported_unreachable() {
         "{doc:#}"
     );
 }
+
+/// `GET /v1/status` from one agent, over plain HTTP/1.1.
+fn agent_status(address: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((address, 18700)).expect("the agent answers");
+    write!(
+        stream,
+        "GET /v1/status HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("headers end");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).expect("a status document")
+}
+
+#[test]
+fn timeline_draws_every_node_and_step_as_the_agents_report_them() {
+    let cluster = LocalCluster::new(
+        "e2e_timeline",
+        67,
+        2,
+        "head_start_ray_commands: [\"sleep 0.3\"]\nworker_start_ray_commands: [\"sleep 0.2\"]",
+    );
+    let (code, up) = cluster.json(&["up"]);
+    assert_eq!(code, Some(0), "{up:#}");
+    let out = cluster.dir.path().join("bootstrap.svg");
+    let drawn = cluster.rayefa(&["timeline", "--out", out.to_str().expect("utf-8")]);
+    let stdout = String::from_utf8_lossy(&drawn.stdout);
+    assert_eq!(drawn.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("wrote {} (3 node(s), 3 answered)", out.display())),
+        "{stdout}"
+    );
+    let svg = std::fs::read_to_string(&out).expect("the picture");
+    let picture = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    let bars: Vec<_> = picture
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("class") == Some("step"))
+        .collect();
+    for node in up["nodes"].as_array().expect("nodes") {
+        let id = node["id"].as_str().expect("id");
+        let status = agent_status(node["address"].as_str().expect("address"));
+        let steps = status["steps"].as_array().expect("steps");
+        assert!(!steps.is_empty());
+        for step in steps {
+            let name = step["name"].as_str().expect("name");
+            assert!(
+                svg.contains(&format!(">{name}</text>")),
+                "{id}/{name} has no lane"
+            );
+            let bar = bars.iter().find(|b| {
+                b.attribute("data-node") == Some(id) && b.attribute("data-step") == Some(name)
+            });
+            match (step["started_at_ms"].as_u64(), bar) {
+                (Some(start), Some(bar)) => {
+                    assert_eq!(bar.attribute("data-start-ms"), Some(&*start.to_string()));
+                    let end = step["finished_at_ms"].as_u64().expect("finished");
+                    assert_eq!(bar.attribute("data-end-ms"), Some(&*end.to_string()));
+                    assert_eq!(bar.attribute("data-state"), step["state"].as_str());
+                }
+                (None, None) => {
+                    assert_eq!(step["state"], "skipped", "{id}/{name}");
+                }
+                (start, bar) => panic!("{id}/{name}: started {start:?}, bar {bar:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn timeline_of_a_cluster_with_no_nodes_is_bad_input() {
+    let cluster = LocalCluster::new("e2e_timeline_none", 68, 0, "");
+    let drawn = cluster.rayefa(&["timeline"]);
+    let stderr = String::from_utf8_lossy(&drawn.stderr);
+    assert_eq!(drawn.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("has no nodes to draw"), "{stderr}");
+}

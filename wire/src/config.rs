@@ -71,6 +71,9 @@ pub struct AgentSection {
     /// The EC2 API endpoint for those tags (default `AWS_ENDPOINT_URL_EC2`, then
     /// `AWS_ENDPOINT_URL`, then the region's public endpoint).
     pub ec2_endpoint: Option<String>,
+    /// The cluster's secret for the agent's control requests (`POST /v1/control/...`, which
+    /// start fabric listeners and pings), at least 32 characters; without it they are refused.
+    pub control_secret: Option<String>,
 }
 
 /// `[steps]`: one table per step, by the step's name ([`StepName`]).
@@ -137,6 +140,10 @@ pub struct PackagesSection {
     pub pip_args: Option<Vec<String>>,
 }
 
+/// The Python packages a node gets when `[packages] python` is absent: the seed guide's list.
+/// The cluster-file renderer adds a replaced `pip install`'s requirements to these.
+pub const DEFAULT_PYTHON_PACKAGES: [&str; 4] = ["ray[default,data]", "pandas", "pyarrow", "boto3"];
+
 /// `[commands]`: the cluster file's command lists, run verbatim.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +154,9 @@ pub struct CommandsSection {
     pub setup: Option<Vec<String>>,
     /// The role's start commands; Ray's defaults when absent.
     pub start: Option<Vec<String>>,
+    /// The user the commands run as (the cluster file's `auth.ssh_user`), in a login shell
+    /// with that user's home; root (the agent's own user) when absent.
+    pub user: Option<String>,
 }
 
 /// `[efa]`
@@ -161,9 +171,10 @@ pub struct EfaSection {
     pub installer_sha256: Option<String>,
     /// URL of the detached OpenPGP signature; default the tarball's URL plus `.sig`.
     pub signature_url: Option<String>,
-    /// Path of the armoured public key that signs the installer.
+    /// Path of the public key that signs the installer; used when the file exists, otherwise
+    /// `aws-efa-installer.key` is fetched from beside the installer.
     pub public_key: Option<String>,
-    /// The fingerprint that key must have.
+    /// The fingerprint that key, from the file or fetched, must have.
     pub fingerprint: Option<String>,
     /// Flags for `efa_installer.sh`.
     pub installer_flags: Option<Vec<String>>,

@@ -7,8 +7,15 @@ use serde::{Deserialize, Serialize};
 /// The PCI vendor id of Amazon's devices, as sysfs writes it.
 pub const EFA_PCI_VENDOR: &str = "0x1d0f";
 
-/// The PCI device ids of EFA devices (`efa0` … `efa3`), as sysfs writes them.
-pub const EFA_PCI_DEVICES: [&str; 4] = ["0xefa0", "0xefa1", "0xefa2", "0xefa3"];
+/// Whether a PCI device id, as sysfs writes it (`0xefa1`), is an EFA device's: every
+/// `0xefa?`, as AWS's installer matches `1d0f:efa*`, so that a new generation (past `0xefa3`)
+/// counts without a new agent.
+pub fn is_efa_pci_device(device_id: &str) -> bool {
+    let id = device_id.trim().to_ascii_lowercase();
+    id.strip_prefix("0x")
+        .and_then(|hex| hex.strip_prefix("efa"))
+        .is_some_and(|last| last.len() == 1 && last.chars().all(|c| c.is_ascii_hexdigit()))
+}
 
 /// One run of `fi_getinfo` in a fresh process: what was asked, which library answered, how it
 /// ended and every entry it returned.
@@ -225,7 +232,7 @@ pub struct EfaReport {
     pub expected_interfaces: Option<u32>,
     /// Where that number came from.
     pub expected_from: ExpectedFrom,
-    /// EFA PCI devices (vendor `0x1d0f`, device `0xefa0`..`0xefa3`).
+    /// EFA PCI devices (vendor `0x1d0f`, device `0xefa*`).
     #[serde(default)]
     pub pci_devices: Vec<EfaPciDevice>,
     /// RDMA devices under `/sys/class/infiniband` that sit on an EFA PCI device.
@@ -275,6 +282,18 @@ pub struct EfaFabricDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_efa_device_id_counts_and_nothing_else() {
+        for id in [
+            "0xefa0", "0xefa1", "0xefa3", "0xefa4", "0xefaf", "0xEFA2", "0xefa2\n",
+        ] {
+            assert!(is_efa_pci_device(id), "{id}");
+        }
+        for id in ["0xec20", "0xefa", "0xefa10", "efa0", "0x1d0f", "0xefag", ""] {
+            assert!(!is_efa_pci_device(id), "{id}");
+        }
+    }
 
     #[test]
     fn the_outcome_is_flattened_into_the_probe() {

@@ -8,12 +8,14 @@
 pub mod config;
 pub mod decode;
 pub mod efa;
+pub mod pingpong;
 pub mod status;
 pub mod step;
 
 pub use config::*;
 pub use decode::*;
 pub use efa::*;
+pub use pingpong::*;
 pub use status::*;
 pub use step::*;
 

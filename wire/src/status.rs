@@ -30,6 +30,18 @@ impl StatusDocument {
         self.steps.iter().find(|step| step.name == name)
     }
 
+    /// The Ray version install-ray installed in the virtualenv, once it has: what `status -v`
+    /// shows and what `up` compares across nodes.
+    pub fn ray_version(&self) -> Option<String> {
+        let detail = self
+            .step(crate::StepName::InstallRay.as_str())?
+            .detail
+            .clone()?;
+        serde_json::from_value::<PythonInstallDetail>(detail)
+            .ok()?
+            .ray_version
+    }
+
     /// The step a person watching the node most wants to see: the first running one, else the
     /// first failed one, else the first pending one.
     pub fn current_step(&self) -> Option<&StepStatus> {
@@ -38,6 +50,22 @@ impl StatusDocument {
             .or_else(|| first(|s| matches!(s, StepState::Failed { .. })))
             .or_else(|| first(|s| matches!(s, StepState::Pending)))
     }
+}
+
+/// What install-ray's detail says about the Python side, for readers other than the agent (the
+/// detail has more: OS packages, each requirement's version).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonInstallDetail {
+    /// The installed `ray` distribution's version; absent when Ray is not in the virtualenv.
+    #[serde(default)]
+    pub ray_version: Option<String>,
+    /// The interpreter that made the virtualenv (`python3.12`).
+    #[serde(default)]
+    pub python_interpreter: Option<String>,
+    /// What installed the requirements: `uv 0.13.9`, or `pip (not uv: why)`; absent when
+    /// nothing needed installing.
+    #[serde(default)]
+    pub python_installer: Option<String>,
 }
 
 /// The place of a node in its cluster.
@@ -106,8 +134,18 @@ pub struct Ec2Facts {
     pub instance_id: String,
     /// For example `i7i.24xlarge`.
     pub instance_type: String,
-    /// For example `ap-northeast-1a`.
+    /// For example `ap-northeast-1a`, or `us-west-2-lax-1a` in a Local Zone.
     pub availability_zone: String,
+    /// The region, from `placement/region` (a Local Zone's name is no guide to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The partition (`aws`, `aws-cn`, `aws-us-gov`), from `services/partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// The partition's domain for endpoints (`amazonaws.com`, `amazonaws.com.cn`), from
+    /// `services/domain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     /// The primary private IPv4 address.
     pub private_ip: Option<String>,
     /// The interface type of each attached network interface (`interface`, `efa`,
@@ -175,6 +213,49 @@ pub struct StepStatus {
     pub output_tail: String,
     /// Step-specific results (sizes before and after growing, the EFA probe's findings).
     pub detail: Option<serde_json::Value>,
+    /// Where the step's time went: each attempt, each wait for the package-manager lock and
+    /// each pause before a retry, oldest first, across restarts of the agent (at most
+    /// [`MAX_STEP_SPANS`]; the oldest are dropped first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<StepSpan>,
+}
+
+/// The most spans a step keeps, so that a step retried for hours keeps a bounded document.
+pub const MAX_STEP_SPANS: usize = 48;
+
+/// One stretch of a step's time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpan {
+    /// What the step was doing.
+    pub kind: SpanKind,
+    /// Start, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// End, in milliseconds since the Unix epoch; absent while it lasts (or when the agent
+    /// stopped during it).
+    pub finished_at_ms: Option<u64>,
+}
+
+/// What a step spent a [`StepSpan`] on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpanKind {
+    /// One attempt at the step's check and work.
+    Attempt,
+    /// Waiting for another step to release the package-manager lock.
+    PackageLockWait,
+    /// The pause before the next attempt.
+    RetryBackoff,
+}
+
+impl SpanKind {
+    /// The word used in pictures and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Attempt => "attempt",
+            SpanKind::PackageLockWait => "package-lock-wait",
+            SpanKind::RetryBackoff => "retry-backoff",
+        }
+    }
 }
 
 impl StepStatus {
@@ -192,6 +273,31 @@ impl StepStatus {
             error: None,
             output_tail: String::new(),
             detail: None,
+            spans: Vec::new(),
+        }
+    }
+
+    /// Opens a span of `kind` at `now_ms`, dropping the oldest beyond [`MAX_STEP_SPANS`].
+    pub fn open_span(&mut self, kind: SpanKind, now_ms: u64) {
+        if self.spans.len() >= MAX_STEP_SPANS {
+            self.spans.remove(0);
+        }
+        self.spans.push(StepSpan {
+            kind,
+            started_at_ms: now_ms,
+            finished_at_ms: None,
+        });
+    }
+
+    /// Closes the latest open span of `kind` at `now_ms`; nothing when none is open.
+    pub fn close_span(&mut self, kind: SpanKind, now_ms: u64) {
+        if let Some(span) = self
+            .spans
+            .iter_mut()
+            .rev()
+            .find(|s| s.kind == kind && s.finished_at_ms.is_none())
+        {
+            span.finished_at_ms = Some(now_ms);
         }
     }
 
@@ -274,6 +380,33 @@ pub struct Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ray_version_is_read_from_install_ray_s_detail() {
+        let mut step = StepStatus::pending("install-ray", vec![]);
+        let mut doc = StatusDocument {
+            api: crate::API_VERSION,
+            node: NodeIdentity {
+                cluster_name: "c".into(),
+                role: Role::Head,
+                node_type: "h".into(),
+            },
+            facts: NodeFacts::default(),
+            state: NodeState::Starting,
+            steps: vec![step.clone()],
+            warnings: vec![],
+            generated_at_ms: 0,
+        };
+        assert_eq!(doc.ray_version(), None, "no detail yet");
+        step.detail = Some(serde_json::json!({
+            "ray_version": "2.60.0",
+            "python_interpreter": "python3.12",
+            "python_installer": "uv 0.13.9",
+            "os_packages": null,
+        }));
+        doc.steps = vec![step];
+        assert_eq!(doc.ray_version().as_deref(), Some("2.60.0"));
+    }
 
     #[test]
     fn step_state_is_flattened_into_the_step() {

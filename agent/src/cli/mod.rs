@@ -1,5 +1,6 @@
 //! The agent's subcommands and the one place that maps their errors to exit codes.
 
+pub(crate) mod pingpong;
 pub(crate) mod plan;
 pub(crate) mod probe_efa;
 pub(crate) mod run;

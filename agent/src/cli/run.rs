@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CliError, CommandResult, Exit, Global};
 use crate::clock::now_ms;
 use crate::config::Settings;
+use crate::control::Control;
 use crate::engine::{Engine, EngineEnd, Journal, JournalError, StatusBoard};
 use crate::facts::{Ec2Lookup, local_facts};
 use crate::host::{ChildRegistry, GroupRecords, HostRoot, SystemRunner};
@@ -77,9 +78,17 @@ async fn daemon(root: HostRoot, settings: Settings) -> CommandResult {
     tracing::info!(%listen, node_type = settings.node.node_type, role = %settings.node.role, "serving status");
 
     let stop = CancellationToken::new();
+    let program = std::env::current_exe()
+        .context("finding the agent's own executable")
+        .map_err(|e| CliError::new(Exit::Environment, e))?;
+    let control = Arc::new(Control::new(
+        settings.agent.control_secret.as_deref(),
+        program,
+    ));
     let server = tokio::spawn(serve::serve(
         listener,
         board.clone(),
+        control,
         settings.agent.max_connections,
         stop.clone(),
     ));

@@ -276,6 +276,7 @@ pub(crate) fn merge(base: AgentConfigFile, over: AgentConfigFile) -> AgentConfig
             max_connections: o.max_connections.or(b.max_connections),
             publish_tags: o.publish_tags.or(b.publish_tags),
             ec2_endpoint: o.ec2_endpoint.or(b.ec2_endpoint),
+            control_secret: o.control_secret.or(b.control_secret),
         }),
         environment: merge_maps(base.environment, over.environment),
         steps: merge_opt(base.steps, over.steps, |b, o| StepsSection {
@@ -298,6 +299,7 @@ pub(crate) fn merge(base: AgentConfigFile, over: AgentConfigFile) -> AgentConfig
             initialization: o.initialization.or(b.initialization),
             setup: o.setup.or(b.setup),
             start: o.start.or(b.start),
+            user: o.user.or(b.user),
         }),
         efa: merge_opt(base.efa, over.efa, |b, o| EfaSection {
             mode: o.mode.or(b.mode),

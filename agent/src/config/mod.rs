@@ -65,6 +65,8 @@ pub(crate) struct AgentSettings {
     pub(crate) publish_tags: bool,
     /// The EC2 API endpoint override; `None` means the region's public endpoint.
     pub(crate) ec2_endpoint: Option<String>,
+    /// The cluster's secret for control requests; `None` refuses them all.
+    pub(crate) control_secret: Option<String>,
 }
 
 /// How the engine treats one step.
@@ -116,7 +118,9 @@ pub(crate) struct PackageSettings {
     pub(crate) python: Vec<String>,
     /// A host path; resolve it through the root.
     pub(crate) virtualenv: PathBuf,
-    pub(crate) python_interpreter: String,
+    /// The interpreter that makes the virtualenv; `None`: the node's default (`python3.12` on
+    /// Amazon Linux 2023, whose `python3` is 3.9; `python3` elsewhere).
+    pub(crate) python_interpreter: Option<String>,
     pub(crate) pip_args: Vec<String>,
 }
 
@@ -126,6 +130,8 @@ pub(crate) struct CommandSettings {
     pub(crate) setup: Vec<String>,
     /// The role's start commands, Ray's defaults filled in.
     pub(crate) start: Vec<String>,
+    /// The user the commands run as, in a login shell; the agent's own user when `None`.
+    pub(crate) user: Option<String>,
 }
 
 /// Whether EFA must work on this node.
@@ -153,7 +159,8 @@ pub(crate) struct EfaSettings {
     /// Lower-case hex.
     pub(crate) installer_sha256: String,
     pub(crate) signature_url: String,
-    /// A host path of the armoured public key; resolve it through the root.
+    /// A host path of the public key, used when it exists (otherwise the key is fetched from
+    /// beside the installer); resolve it through the root.
     pub(crate) public_key: PathBuf,
     /// Upper-case hex without spaces.
     pub(crate) fingerprint: String,

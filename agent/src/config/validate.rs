@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rayefa_wire::{AgentConfigFile, Role, StepName, StepSection, is_env_name};
+use rayefa_wire::{
+    AgentConfigFile, DEFAULT_PYTHON_PACKAGES, Role, StepName, StepSection, is_env_name,
+};
 
 use super::load::{ConfigError, ConfigSource, merge};
 use super::{
@@ -15,11 +17,10 @@ use super::{
 
 pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:8700";
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/rayefa";
+/// The shortest control secret accepted: the orchestrator generates 64 hexadecimal digits.
+const MIN_CONTROL_SECRET: usize = 32;
 pub(crate) const DEFAULT_VIRTUALENV: &str = "/opt/rayefa/venv";
 pub(crate) const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
-/// The seed guide's Python packages.
-pub(crate) const DEFAULT_PYTHON_PACKAGES: [&str; 4] =
-    ["ray[default,data]", "pandas", "pyarrow", "boto3"];
 pub(crate) const DEFAULT_EFA_VERSION: &str = "1.45.1";
 pub(crate) const DEFAULT_EFA_URL: &str =
     "https://efa-installer.amazonaws.com/aws-efa-installer-1.45.1.tar.gz";
@@ -121,6 +122,17 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
         "state_dir",
         agent.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR),
     )?;
+    let control_secret = agent.control_secret.clone();
+    if control_secret
+        .as_ref()
+        .is_some_and(|s| s.chars().count() < MIN_CONTROL_SECRET)
+    {
+        return Err(origin.invalid(
+            "agent",
+            "control_secret",
+            format!("must be at least {MIN_CONTROL_SECRET} characters"),
+        ));
+    }
     let max_connections = agent.max_connections.unwrap_or(4096);
     if max_connections == 0 {
         return Err(origin.invalid("agent", "max_connections", "must be at least 1"));
@@ -173,6 +185,19 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
     )?;
 
     let commands = merged.commands.unwrap_or_default();
+    let user = match commands.user {
+        Some(name) if is_user_name(&name) => Some(name),
+        Some(name) => {
+            return Err(origin.invalid(
+                "commands",
+                "user",
+                format!(
+                    "`{name}` is not a user name (letters, digits, `_`, `-`, `.`; not first `-`)"
+                ),
+            ));
+        }
+        None => None,
+    };
     let start = commands
         .start
         .filter(|c| !c.is_empty())
@@ -198,6 +223,7 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
             max_connections,
             publish_tags: agent.publish_tags.unwrap_or(true),
             ec2_endpoint,
+            control_secret,
         },
         environment,
         steps: policies,
@@ -211,15 +237,14 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
                     .collect()
             }),
             virtualenv,
-            python_interpreter: packages
-                .python_interpreter
-                .unwrap_or_else(|| "python3".to_owned()),
+            python_interpreter: packages.python_interpreter,
             pip_args: packages.pip_args.unwrap_or_default(),
         },
         commands: CommandSettings {
             initialization: commands.initialization.unwrap_or_default(),
             setup: commands.setup.unwrap_or_default(),
             start,
+            user,
         },
         efa,
     })
@@ -351,4 +376,14 @@ fn absolute(
     } else {
         Err(origin.invalid(table, key, format!("`{path}` is not an absolute path")))
     }
+}
+
+/// A name `useradd` accepts and that cannot be read as an option: what `runuser -u` is given.
+fn is_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }

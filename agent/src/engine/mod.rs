@@ -15,7 +15,7 @@ mod transition;
 pub(crate) use graph::{GraphError, StepGraph};
 pub(crate) use journal::{Journal, JournalError};
 #[cfg(test)]
-pub(crate) use lock::PackageLock;
+pub(crate) use lock::{PackageLock, StepPackageLock};
 #[cfg(test)]
 pub(crate) use log::StepLog;
 pub(crate) use report::StatusBoard;

@@ -1,6 +1,6 @@
 //! The live status document, shared between the engine, the server and the systemd notifier.
 
-use rayefa_wire::{StatusDocument, StepStatus};
+use rayefa_wire::{SpanKind, StatusDocument, StepStatus};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -68,6 +68,16 @@ impl StepReporter {
     /// Step-specific progress or results (bytes downloaded, sizes).
     pub(crate) fn detail(&self, detail: Value) {
         self.with_step(|step| step.detail = Some(detail));
+    }
+
+    /// Marks the start of a stretch of the step's time (see [`rayefa_wire::StepSpan`]).
+    pub(crate) fn open_span(&self, kind: SpanKind) {
+        self.with_step(|step| step.open_span(kind, now_ms()));
+    }
+
+    /// Marks the end of the latest open stretch of `kind`.
+    pub(crate) fn close_span(&self, kind: SpanKind) {
+        self.with_step(|step| step.close_span(kind, now_ms()));
     }
 
     pub(crate) fn output_tail(&self, tail: String) {

@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rayefa_wire::{NodeState, StepState, StepStatus};
+use rayefa_wire::{NodeState, SpanKind, StepState, StepStatus};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::graph::StepGraph;
 use super::journal::{Journal, JournalDoc, PendingReboot};
-use super::lock::PackageLock;
+use super::lock::{PackageLock, StepPackageLock};
 use super::log::StepLog;
 use super::report::StatusBoard;
 use super::step::{Check, Outcome, Step, StepContext, StepError, Wanted};
@@ -374,7 +374,7 @@ impl Engine {
                 root: self.root.clone(),
                 runner: self.runner.clone(),
                 settings: self.settings.clone(),
-                package_lock: lock.clone(),
+                package_lock: StepPackageLock::new(lock.clone(), report.clone()),
                 log,
                 report,
                 ec2: self.ec2.clone(),
@@ -573,6 +573,7 @@ impl StepTask {
                             }
                         });
                     }
+                    self.ctx.report.close_span(SpanKind::Attempt);
                     return TaskEnd::RebootRequired { step: name };
                 }
                 Err(err) if err.is_retryable() && attempt < self.attempts => {
@@ -583,7 +584,10 @@ impl StepTask {
                         wait.as_millis()
                     ));
                     self.ctx.report.activity(format!("retrying after: {err}"));
+                    self.ctx.report.close_span(SpanKind::Attempt);
+                    self.ctx.report.open_span(SpanKind::RetryBackoff);
                     tokio::time::sleep(wait).await;
+                    self.ctx.report.close_span(SpanKind::RetryBackoff);
                 }
                 Err(err) => {
                     tracing::error!("{name}: failed: {err}");

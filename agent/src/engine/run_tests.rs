@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rayefa_wire::{NodeFacts, NodeIdentity, NodeState, Role, StatusDocument, StepState};
+use rayefa_wire::{NodeFacts, NodeIdentity, NodeState, Role, SpanKind, StatusDocument, StepState};
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
@@ -275,9 +275,36 @@ async fn the_package_lock_admits_one_step_at_a_time() {
             }) as Arc<dyn Step>
         })
         .collect();
-    let (end, _) = Harness::new("").run(steps).await;
+    let (end, doc) = Harness::new("").run(steps).await;
     assert_eq!(end, EngineEnd::Ready);
     assert_eq!(most.load(Ordering::SeqCst), 1);
+    // Three steps taking turns nine times must have waited, and every wait is a closed span
+    // inside its step's attempt.
+    let waits: Vec<&rayefa_wire::StepSpan> = doc
+        .steps
+        .iter()
+        .flat_map(|s| &s.spans)
+        .filter(|s| s.kind == SpanKind::PackageLockWait)
+        .collect();
+    assert!(!waits.is_empty(), "{:#?}", doc.steps);
+    for step in &doc.steps {
+        let attempt = step
+            .spans
+            .iter()
+            .find(|s| s.kind == SpanKind::Attempt)
+            .expect("an attempt span");
+        for wait in step
+            .spans
+            .iter()
+            .filter(|s| s.kind == SpanKind::PackageLockWait)
+        {
+            let end = wait.finished_at_ms.expect("the wait ended");
+            assert!(
+                wait.started_at_ms >= attempt.started_at_ms
+                    && end <= step.finished_at_ms.expect("finished")
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -298,6 +325,21 @@ async fn retryable_errors_are_retried_with_backoff() {
     assert_eq!(end, EngineEnd::Ready);
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     assert_eq!(doc.steps[0].attempts, 3);
+    let kinds: Vec<SpanKind> = doc.steps[0].spans.iter().map(|s| s.kind).collect();
+    use SpanKind::{Attempt, RetryBackoff};
+    assert_eq!(
+        kinds,
+        [Attempt, RetryBackoff, Attempt, RetryBackoff, Attempt]
+    );
+    let spans = &doc.steps[0].spans;
+    for pair in spans.windows(2) {
+        let end = pair[0].finished_at_ms.expect("every span closed");
+        assert!(end <= pair[1].started_at_ms, "{spans:#?}");
+    }
+    assert_eq!(
+        spans.last().expect("spans").finished_at_ms,
+        doc.steps[0].finished_at_ms
+    );
     let log_text = std::fs::read_to_string(harness.dir.path().join("state/logs/install-ray.log"))
         .expect("log");
     assert!(

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rayefa_wire::Ec2Facts;
 use serde_json::Value;
 
-use super::lock::PackageLock;
+use super::lock::StepPackageLock;
 use super::log::StepLog;
 use super::report::StepReporter;
 use crate::config::Settings;
@@ -211,7 +211,7 @@ pub(crate) struct StepContext {
     pub(crate) root: HostRoot,
     pub(crate) runner: Arc<dyn CommandRunner>,
     pub(crate) settings: Arc<Settings>,
-    pub(crate) package_lock: PackageLock,
+    pub(crate) package_lock: StepPackageLock,
     pub(crate) log: StepLog,
     pub(crate) report: StepReporter,
     pub(crate) ec2: Ec2Lookup,

@@ -1,7 +1,7 @@
 //! The only ways a step's state may change. Each transition names the states it may leave, so
 //! that a scheduling mistake is an error instead of a silently wrong status.
 
-use rayefa_wire::{StepState, StepStatus};
+use rayefa_wire::{SpanKind, StepState, StepStatus};
 use serde_json::Value;
 
 use super::step::StepError;
@@ -74,6 +74,7 @@ impl Transitions for StepStatus {
         guard(self, running, "running")?;
         self.attempts += 1;
         self.activity = None;
+        self.open_span(SpanKind::Attempt, now_ms());
         Ok(())
     }
 
@@ -130,9 +131,13 @@ trait Finish {
 
 impl Finish for StepStatus {
     fn finish(&mut self, state: StepState, detail: Option<Value>) {
+        let now = now_ms();
         self.state = state;
-        self.finished_at_ms = Some(now_ms());
+        self.finished_at_ms = Some(now);
         self.activity = None;
+        for span in self.spans.iter_mut().filter(|s| s.finished_at_ms.is_none()) {
+            span.finished_at_ms = Some(now);
+        }
         if detail.is_some() {
             self.detail = detail;
         }

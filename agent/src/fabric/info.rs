@@ -13,9 +13,9 @@ use super::library::Libfabric;
 const TOSTR_BUFFER: usize = 4096;
 
 /// A list of `struct fi_info` owned by libfabric, freed with `fi_freeinfo` when dropped.
-struct InfoList<'lib> {
-    head: *mut sys::fi_info,
-    lib: &'lib Libfabric,
+pub(super) struct InfoList<'lib> {
+    pub(super) head: *mut sys::fi_info,
+    pub(super) lib: &'lib Libfabric,
 }
 
 impl Drop for InfoList<'_> {
@@ -85,7 +85,7 @@ impl Libfabric {
     /// `fi_allocinfo()` with `fi_info`'s permissive hints: every mode bit accepted, every
     /// memory-registration mode except the two deprecated ones. With zeroed hints some
     /// providers leave out entries a working node has.
-    fn hints(&self, query: &FabricQuery) -> Result<InfoList<'_>, FabricError> {
+    pub(super) fn hints(&self, query: &FabricQuery) -> Result<InfoList<'_>, FabricError> {
         // SAFETY: fi_dupinfo(NULL) is fi_allocinfo: a new fi_info with every attribute
         // structure allocated, owned by the caller.
         let head = unsafe { (self.fns.dupinfo)(ptr::null()) };
@@ -225,7 +225,7 @@ fn pci_address(bus: &sys::fi_bus_attr) -> Option<String> {
 }
 
 /// A C string of an entry, copied; `None` for NULL or empty.
-fn string(text: *const c_char) -> Option<String> {
+pub(super) fn string(text: *const c_char) -> Option<String> {
     if text.is_null() {
         return None;
     }
@@ -259,7 +259,7 @@ fn endpoint_type(value: sys::fi_ep_type::Type) -> EndpointType {
     }
 }
 
-fn endpoint_type_value(kind: EndpointType) -> sys::fi_ep_type::Type {
+pub(super) fn endpoint_type_value(kind: EndpointType) -> sys::fi_ep_type::Type {
     use sys::fi_ep_type as ep;
     match kind {
         EndpointType::Msg => ep::FI_EP_MSG,

@@ -27,7 +27,7 @@ impl<F: Copy> FnPointer for Option<F> {
 
 pub(super) type Fn<T> = <T as FnPointer>::Fn;
 
-/// The functions the probe calls, each at the version whose structures the bindings describe.
+/// The functions the probe and the ping-pong call, each at the version whose structures the bindings describe.
 #[derive(Clone, Copy)]
 pub(super) struct Functions {
     pub(super) version: Fn<sys::fi_version_fn>,
@@ -36,6 +36,7 @@ pub(super) struct Functions {
     pub(super) dupinfo: Fn<sys::fi_dupinfo_fn>,
     pub(super) strerror: Fn<sys::fi_strerror_fn>,
     pub(super) tostr_r: Fn<sys::fi_tostr_r_fn>,
+    pub(super) fabric: Fn<sys::fi_fabric_fn>,
 }
 
 /// A loaded libfabric.
@@ -89,6 +90,7 @@ impl Libfabric {
             dupinfo: symbol(handle, opened, symbols::FI_DUPINFO)?,
             strerror: symbol(handle, opened, symbols::FI_STRERROR)?,
             tostr_r: symbol(handle, opened, symbols::FI_TOSTR_R)?,
+            fabric: symbol(handle, opened, symbols::FI_FABRIC)?,
         };
         let path = loaded_path(fns.version as *const c_void).unwrap_or_else(|| opened.to_owned());
         let file = std::fs::canonicalize(&path).ok();

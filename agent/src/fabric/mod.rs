@@ -7,8 +7,10 @@
 //! owned values and freed before the call returns. libfabric reads its providers once per
 //! process, so a probe belongs in a fresh process (`rayefa-agent probe-efa`).
 
+mod endpoint;
 mod info;
 mod library;
+pub(crate) mod pingpong;
 
 use std::fmt;
 use std::path::Path;
@@ -59,6 +61,28 @@ pub(crate) enum FabricError {
     /// libfabric or the C allocator could not allocate.
     #[error("{0}: out of memory")]
     OutOfMemory(&'static str),
+    /// The provider leaves an operation the ping-pong needs out of its tables.
+    #[error("the provider does not implement {0}")]
+    Unsupported(&'static str),
+    /// `fi_av_insert` took no address from these bytes.
+    #[error("not a fabric address of this provider: {0}")]
+    BadAddress(String),
+    /// An operation was posted on a buffer whose previous one had not completed.
+    #[error("a message buffer was reused before its operation completed")]
+    Busy,
+    /// The deadline passed with no completion.
+    #[error("no completion of {waiting} before the deadline")]
+    Timeout { waiting: &'static str },
+    /// An operation completed with an error.
+    #[error("completion error {code} ({text}){}", if provider.is_empty() { String::new() } else { format!(": {provider}") })]
+    Completion {
+        /// The negative fi_errno.
+        code: i32,
+        /// `fi_strerror`'s text for it.
+        text: String,
+        /// The provider's own words (`fi_cq_strerror`), possibly empty.
+        provider: String,
+    },
 }
 
 struct Tried<'a>(&'a [LoadAttempt]);
@@ -97,12 +121,19 @@ impl FabricError {
                 code: Some(*code),
                 message,
             },
-            FabricError::SymbolMissing { .. } | FabricError::OutOfMemory(_) => {
-                ProbeOutcome::Failed {
-                    code: None,
-                    message,
-                }
-            }
+            FabricError::Completion { code, .. } => ProbeOutcome::Failed {
+                code: Some(*code),
+                message,
+            },
+            FabricError::SymbolMissing { .. }
+            | FabricError::OutOfMemory(_)
+            | FabricError::Unsupported(_)
+            | FabricError::BadAddress(_)
+            | FabricError::Busy
+            | FabricError::Timeout { .. } => ProbeOutcome::Failed {
+                code: None,
+                message,
+            },
         }
     }
 }

@@ -86,7 +86,8 @@ impl fmt::Display for CommandSpec {
     }
 }
 
-fn quote(word: &str) -> String {
+/// `word` as one word of a POSIX shell command line.
+pub(crate) fn quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()

@@ -10,7 +10,7 @@ mod root;
 pub(crate) mod scripted;
 
 pub(crate) use command::{
-    ChildRegistry, CommandOutcome, CommandRunner, CommandSpec, OutputSink, SystemRunner,
+    ChildRegistry, CommandOutcome, CommandRunner, CommandSpec, OutputSink, SystemRunner, quote,
 };
 pub(crate) use imds::Imds;
 pub(crate) use leftovers::GroupRecords;

@@ -135,7 +135,11 @@ async fn answer(request: Request<Incoming>, recorded: &Mutex<Recorded>) -> Respo
     let text = match path.trim_start_matches("/latest/meta-data/") {
         "instance-id" => INSTANCE.to_owned(),
         "instance-type" => "c7i.large".to_owned(),
-        "placement/availability-zone" => "eu-west-1b".to_owned(),
+        // A Local Zone: its name is no guide to the region.
+        "placement/availability-zone" => "us-west-2-lax-1a".to_owned(),
+        "placement/region" => "us-west-2".to_owned(),
+        "services/partition" => "aws".to_owned(),
+        "services/domain" => "amazonaws.com".to_owned(),
         "iam/security-credentials/" => "rayefa-node\n".to_owned(),
         "iam/security-credentials/rayefa-node" => format!(
             r#"{{"Code":"Success","AccessKeyId":"{KEY_ID}","SecretAccessKey":"s3cret",
@@ -172,6 +176,7 @@ fn start(base: &str, board: &StatusBoard) -> tokio::task::JoinHandle<()> {
         imds_endpoint: base.to_owned(),
         ec2_endpoint: Some(format!("{base}/")),
         window: WINDOW,
+        max_backoff: WINDOW * 2,
     };
     tokio::spawn(run(config, ec2, board.subscribe()))
 }
@@ -213,7 +218,12 @@ async fn changes_within_a_window_make_one_call_with_the_latest_state() {
         "{}",
         call.authorization
     );
-    assert!(call.authorization.contains("/eu-west-1/ec2/aws4_request"));
+    // Signed for the region the metadata service names, not one guessed from the zone.
+    assert!(
+        call.authorization.contains("/us-west-2/ec2/aws4_request"),
+        "{}",
+        call.authorization
+    );
     assert_eq!(call.form["Action"], "CreateTags");
     assert_eq!(call.form["ResourceId.1"], INSTANCE);
     let tags = call.tags();
@@ -281,6 +291,117 @@ async fn a_server_error_is_retried_no_sooner_than_a_window() {
     assert_eq!(calls[1].tags()["rayefa-state"], "starting");
     tokio::time::sleep(WINDOW * 2).await;
     assert_eq!(recorded.lock().expect("recorder").calls.len(), 2);
+}
+
+#[tokio::test]
+async fn the_final_state_is_retried_past_the_attempts_until_ec2_accepts_it() {
+    let (base, recorded) = stand_in().await;
+    recorded.lock().expect("recorder").fail_next = ATTEMPTS + 3;
+    let mut doc = document();
+    doc.state = NodeState::Ready;
+    let board = StatusBoard::new(doc);
+    let _publisher = start(&base, &board);
+    let calls = calls_after(&recorded, (ATTEMPTS + 4) as usize).await;
+    assert!(calls.iter().all(|c| c.tags()["rayefa-state"] == "ready"));
+    // The backoff stops growing at its ceiling (two windows here), plus at most a fifth.
+    for pair in calls.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= WINDOW && gap <= WINDOW * 2 * 6 / 5 + WINDOW,
+            "{gap:?}"
+        );
+    }
+    // Accepted: nothing more.
+    tokio::time::sleep(WINDOW * 3).await;
+    assert_eq!(
+        recorded.lock().expect("recorder").calls.len(),
+        (ATTEMPTS + 4) as usize
+    );
+}
+
+#[tokio::test]
+async fn a_passing_state_is_given_up_after_its_attempts() {
+    let (base, recorded) = stand_in().await;
+    recorded.lock().expect("recorder").fail_next = ATTEMPTS + 3;
+    let board = StatusBoard::new(document());
+    let _publisher = start(&base, &board);
+    calls_after(&recorded, ATTEMPTS as usize).await;
+    tokio::time::sleep(WINDOW * 4).await;
+    assert_eq!(
+        recorded.lock().expect("recorder").calls.len(),
+        ATTEMPTS as usize,
+        "a starting state is not worth more calls"
+    );
+}
+
+#[test]
+fn only_the_final_state_outlasts_the_attempts_and_refusals() {
+    let mut doc = document();
+    let starting = Published::of(&doc);
+    assert!(keep_trying(&starting, true, ATTEMPTS - 1));
+    assert!(!keep_trying(&starting, true, ATTEMPTS));
+    assert!(!keep_trying(&starting, false, 1));
+    doc.state = NodeState::Failed {
+        step: "probe-efa".into(),
+        reason: "no EFA".into(),
+    };
+    let failed = Published::of(&doc);
+    assert!(keep_trying(&failed, true, ATTEMPTS * 10));
+    assert!(keep_trying(&failed, false, ATTEMPTS * 10));
+    let config = PublishConfig::new(String::new(), None);
+    let wait = backoff(&config, 40);
+    assert!(
+        wait >= MAX_BACKOFF && wait <= MAX_BACKOFF * 6 / 5,
+        "{wait:?}"
+    );
+    assert!(backoff(&config, 1) < config.window * 2);
+}
+
+#[test]
+fn the_endpoint_comes_from_the_metadata_region_and_domain() {
+    let local_zone = Ec2Facts {
+        availability_zone: "us-west-2-lax-1a".into(),
+        region: Some("us-west-2".into()),
+        partition: Some("aws".into()),
+        domain: Some("amazonaws.com".into()),
+        ..Ec2Facts::default()
+    };
+    assert_eq!(
+        ec2_endpoint(&local_zone),
+        Some((
+            "https://ec2.us-west-2.amazonaws.com/".to_owned(),
+            "us-west-2".to_owned()
+        ))
+    );
+    let china = Ec2Facts {
+        availability_zone: "cn-north-1a".into(),
+        region: Some("cn-north-1".into()),
+        partition: Some("aws-cn".into()),
+        ..Ec2Facts::default()
+    };
+    assert_eq!(
+        ec2_endpoint(&china).map(|(url, _)| url).as_deref(),
+        Some("https://ec2.cn-north-1.amazonaws.com.cn/")
+    );
+    // A metadata service without placement/region: the zone's name, when it is an ordinary one.
+    let old = Ec2Facts {
+        availability_zone: "eu-west-1b".into(),
+        ..Ec2Facts::default()
+    };
+    assert_eq!(
+        ec2_endpoint(&old).map(|(_, region)| region).as_deref(),
+        Some("eu-west-1")
+    );
+}
+
+#[tokio::test]
+async fn the_lookup_takes_region_and_partition_from_the_metadata_service() {
+    let (base, _) = stand_in().await;
+    let facts = Ec2Lookup::start(base, |_| {}).wait().await.expect("on EC2");
+    assert_eq!(facts.availability_zone, "us-west-2-lax-1a");
+    assert_eq!(facts.region.as_deref(), Some("us-west-2"));
+    assert_eq!(facts.partition.as_deref(), Some("aws"));
+    assert_eq!(facts.domain.as_deref(), Some("amazonaws.com"));
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! The read-only status server: `/healthz`, `/readyz`, `/v1/status`, `/metrics`.
+//! The status server: `/healthz`, `/readyz`, `/v1/status`, `/metrics`, read-only; and under
+//! `/v1/control/` the control requests, each authenticated by the cluster's secret.
 
 mod metrics;
 mod routes;
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::{self, Control};
 use crate::engine::StatusBoard;
 
 /// The most bytes of request line and headers a client may send.
@@ -83,10 +85,11 @@ pub(crate) fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves `board` on `listener` until `stop` is cancelled.
+/// Serves `board` (and `control`'s requests) on `listener` until `stop` is cancelled.
 pub(crate) async fn serve(
     listener: TcpListener,
     board: StatusBoard,
+    control: Arc<Control>,
     max_connections: usize,
     stop: CancellationToken,
 ) {
@@ -119,6 +122,7 @@ pub(crate) async fn serve(
         let connections = connections.clone();
         let permits = permits.clone();
         let board = board.clone();
+        let control = control.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             // The accept loop does not wait for the closed connection's slot: under a flood it
@@ -135,9 +139,17 @@ pub(crate) async fn serve(
             let close = close
                 .get_or_insert_with(|| lock(&connections).open(id))
                 .clone();
-            let service = service_fn(move |request| {
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 let board = board.clone();
-                async move { Ok::<_, Infallible>(routes::answer(&request, &board)) }
+                let control = control.clone();
+                async move {
+                    let answer = if request.uri().path().starts_with(control::PREFIX) {
+                        control.answer(request).await
+                    } else {
+                        routes::answer(&request, &board)
+                    };
+                    Ok::<_, Infallible>(answer)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())

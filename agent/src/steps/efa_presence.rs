@@ -7,7 +7,7 @@
 use std::io;
 use std::path::Path;
 
-use rayefa_wire::{EFA_PCI_DEVICES, EFA_PCI_VENDOR, EfaPciDevice, ExpectedFrom};
+use rayefa_wire::{EFA_PCI_VENDOR, EfaPciDevice, ExpectedFrom, is_efa_pci_device};
 
 use crate::config::EfaMode;
 use crate::engine::{StepContext, Wanted};
@@ -80,7 +80,7 @@ pub(crate) async fn expected_interfaces(ctx: &StepContext) -> Expected {
     }
 }
 
-/// EFA devices on the PCI bus (vendor `0x1d0f`, device `0xefa0`..`0xefa3`), by address. A
+/// EFA devices on the PCI bus (vendor `0x1d0f`, any device `0xefa*`), by address. A
 /// machine without `/sys/bus/pci` has none.
 pub(crate) fn efa_pci_devices(root: &HostRoot) -> io::Result<Vec<EfaPciDevice>> {
     let dir = root.path(PCI_DEVICES);
@@ -117,5 +117,35 @@ pub(crate) fn efa_device_id(dir: &Path) -> Option<String> {
     };
     let vendor = read("vendor")?;
     let device = read("device")?;
-    (vendor == EFA_PCI_VENDOR && EFA_PCI_DEVICES.contains(&device.as_str())).then_some(device)
+    (vendor == EFA_PCI_VENDOR && is_efa_pci_device(&device)).then_some(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(root: &Path, address: &str, vendor: &str, device: &str) {
+        let dir = root.join("sys/bus/pci/devices").join(address);
+        std::fs::create_dir_all(&dir).expect("device dir");
+        std::fs::write(dir.join("vendor"), format!("{vendor}\n")).expect("vendor");
+        std::fs::write(dir.join("device"), format!("{device}\n")).expect("device");
+    }
+
+    #[test]
+    fn every_efa_generation_on_the_bus_counts_and_other_devices_do_not() {
+        let root = tempfile::tempdir().expect("root");
+        device(root.path(), "0000:00:05.0", "0x1d0f", "0xec20"); // ENA
+        device(root.path(), "0000:00:06.0", "0x1d0f", "0xefa1");
+        device(root.path(), "0000:10:1c.0", "0x1d0f", "0xefa4"); // past efa3
+        device(root.path(), "0000:00:07.0", "0x8086", "0xefa0"); // another vendor
+        let found = efa_pci_devices(&HostRoot::new(root.path())).expect("reads");
+        let ids: Vec<(&str, &str)> = found
+            .iter()
+            .map(|d| (d.address.as_str(), d.device_id.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [("0000:00:06.0", "0xefa1"), ("0000:10:1c.0", "0xefa4")]
+        );
+    }
 }

@@ -1,6 +1,9 @@
 //! `setup-commands`: the cluster file's initialization and setup commands, verbatim, in order.
 
+use std::path::{Path, PathBuf};
+
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::cluster_commands::{self, Listed};
@@ -15,6 +18,12 @@ use crate::engine::{Check, Outcome, Step, StepContext, StepError, Wanted};
 /// These are arbitrary commands, so nothing can tell whether they have run; Ray's launcher
 /// runs them again on every `ray up`. Here the engine's journal already keeps a finished step
 /// from running twice, so the step's check never claims the work is done.
+///
+/// Within the step, each command's completion is recorded as it happens
+/// (`<state_dir>/setup-commands.progress.json`), so that a step interrupted by a crash, a
+/// restart or a reboot resumes at the command that was running: that one command runs again
+/// (commands run at least once, never concurrently), the ones before it do not. The record
+/// holds the commands themselves and counts only for the same list.
 #[derive(Debug, Default)]
 pub(crate) struct SetupCommands;
 
@@ -30,6 +39,52 @@ fn listed(settings: &Settings) -> Vec<Listed<'_>> {
         text,
     });
     initialization.chain(setup).collect()
+}
+
+/// How far the step got: the first `completed` of `commands` have completed.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Progress {
+    commands: Vec<String>,
+    completed: usize,
+}
+
+/// The file that records the step's progress.
+fn progress_path(ctx: &StepContext) -> PathBuf {
+    ctx.root
+        .path(&ctx.settings.agent.state_dir)
+        .join("setup-commands.progress.json")
+}
+
+/// How many of `commands` completed before, by the record at `path`: 0 without a record, with
+/// an unreadable one, or with one for another list of commands.
+fn completed_before(path: &Path, commands: &[String]) -> usize {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Progress>(&bytes).ok())
+        .filter(|progress| progress.commands == commands)
+        .map_or(0, |progress| progress.completed.min(commands.len()))
+}
+
+/// Records that the first `completed` of `commands` have completed: written beside, synced,
+/// then renamed over the record, so that a crash leaves the old record or the new one.
+fn record(path: &Path, commands: &[String], completed: usize) -> Result<(), StepError> {
+    use std::io::Write;
+    let text = serde_json::to_vec(&Progress {
+        commands: commands.to_vec(),
+        completed,
+    })
+    .map_err(|e| StepError::io("recording the setup commands' progress", e))?;
+    let partial = path.with_extension("json.new");
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::File::create(&partial)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path)
+    };
+    write().map_err(|e| StepError::io(format!("writing {}", path.display()), e))
 }
 
 #[async_trait]
@@ -81,8 +136,23 @@ impl Step for SetupCommands {
         let env = cluster_commands::environment(ctx);
         // A failed user command rarely passes on a second try, and re-running the ones before
         // it may not be harmless; the step's policy can still ask for more attempts.
-        let ran = cluster_commands::run_in_order(ctx, &commands, &env, false).await?;
-        Ok(Outcome::Done(Some(json!({ "commands": ran }))))
+        let texts: Vec<String> = commands.iter().map(|c| c.text.to_owned()).collect();
+        let path = progress_path(ctx);
+        let start = completed_before(&path, &texts);
+        if start > 0 {
+            ctx.activity(format!(
+                "resuming at command {} of {}: the ones before it completed before the agent \
+                 stopped",
+                start + 1,
+                texts.len()
+            ));
+        }
+        let mut completed = |n: usize| record(&path, &texts, n);
+        let ran =
+            cluster_commands::run_from(ctx, &commands, start, &env, false, &mut completed).await?;
+        Ok(Outcome::Done(Some(
+            json!({ "commands": ran, "resumed_after": start }),
+        )))
     }
 }
 
@@ -220,19 +290,90 @@ mod tests {
     #[tokio::test]
     async fn each_command_is_its_own_bash_c() {
         let runner = Arc::new(ScriptedRunner::new().answer("bash -c", 0, ""));
+        // The step records its progress under the root's state directory.
+        let root = tempfile::tempdir().expect("root");
         let t = context(
             SETUP_COMMANDS,
-            HostRoot::new("/scratch"),
+            HostRoot::new(root.path()),
             runner.clone(),
             settings(Role::Head, &commands_toml(&["a && b"], &["cd /tmp; c"])),
         );
         SetupCommands.run(&t.ctx).await.expect("runs");
         assert_eq!(runner.calls(), ["bash -c 'a && b'", "bash -c 'cd /tmp; c'"]);
         let spec = &runner.specs()[1];
+        let venv_bin = root.path().join("opt/rayefa/venv/bin");
         assert_eq!(
             spec.env["PATH"].split(':').next(),
-            Some("/scratch/opt/rayefa/venv/bin")
+            Some(venv_bin.to_str().expect("UTF-8"))
         );
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_list_resumes_at_the_command_that_was_running() {
+        let root = tempfile::tempdir().expect("root");
+        let log = root.path().join("log");
+        let append = |n: u32| format!("echo {n} >> {}", log.display());
+        // The third command fails the first time (as if the agent died while it ran) and
+        // succeeds the second time.
+        let flaky = format!(
+            "if [ -e {0}.once ]; then echo 3 >> {0}; else touch {0}.once; exit 1; fi",
+            log.display()
+        );
+        let toml = commands_toml(&[&append(1)], &[&append(2), &flaky, &append(4)]);
+        let t = context(
+            SETUP_COMMANDS,
+            HostRoot::new(root.path()),
+            Arc::new(SystemRunner::default()),
+            settings(Role::Head, &toml),
+        );
+        SetupCommands
+            .run(&t.ctx)
+            .await
+            .expect_err("the third fails");
+        let again = context(
+            SETUP_COMMANDS,
+            HostRoot::new(root.path()),
+            Arc::new(SystemRunner::default()),
+            settings(Role::Head, &toml),
+        );
+        let Outcome::Done(Some(detail)) = SetupCommands.run(&again.ctx).await.expect("resumes")
+        else {
+            panic!("no detail");
+        };
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "1\n2\n3\n4\n",
+            "commands 1 and 2 ran once"
+        );
+        assert_eq!(detail["resumed_after"], 2);
+        assert_eq!(detail["commands"][0]["index"], 3);
+
+        // Another list of commands starts from its first.
+        let other = commands_toml(&[&append(1)], &[&append(5)]);
+        let changed = context(
+            SETUP_COMMANDS,
+            HostRoot::new(root.path()),
+            Arc::new(SystemRunner::default()),
+            settings(Role::Head, &other),
+        );
+        SetupCommands.run(&changed.ctx).await.expect("runs");
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            "1\n2\n3\n4\n1\n5\n"
+        );
+    }
+
+    #[test]
+    fn a_record_for_another_list_or_a_broken_one_counts_for_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("p.json");
+        let list = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(completed_before(&path, &list), 0);
+        record(&path, &list, 1).expect("records");
+        assert_eq!(completed_before(&path, &list), 1);
+        assert_eq!(completed_before(&path, &["a".to_owned()]), 0);
+        std::fs::write(&path, "{not json").expect("write");
+        assert_eq!(completed_before(&path, &list), 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rayefa_wire::{
 use tempfile::TempDir;
 
 use crate::config::Settings;
-use crate::engine::{PackageLock, StatusBoard, StepContext, StepLog};
+use crate::engine::{PackageLock, StatusBoard, StepContext, StepLog, StepPackageLock};
 use crate::facts::Ec2Lookup;
 use crate::host::{CommandOutcome, CommandRunner, CommandSpec, HostRoot, OutputSink};
 
@@ -70,7 +70,7 @@ pub(crate) fn context(
         root,
         runner,
         settings: Arc::new(settings),
-        package_lock: PackageLock::default(),
+        package_lock: StepPackageLock::new(PackageLock::default(), report.clone()),
         log,
         report,
         ec2: Ec2Lookup::known(None),

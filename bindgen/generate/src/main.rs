@@ -22,13 +22,14 @@ use bindgen::callbacks::{IntKind, ParseCallbacks};
 use bindgen::{EnumVariation, RustEdition, RustTarget};
 
 /// The functions the agent resolves with `dlvsym`; each has a pointer type in `wrapper.h`.
-const RESOLVED: [&str; 6] = [
+const RESOLVED: [&str; 7] = [
     "fi_version",
     "fi_getinfo",
     "fi_freeinfo",
     "fi_dupinfo",
     "fi_strerror",
     "fi_tostr_r",
+    "fi_fabric",
 ];
 
 fn main() -> ExitCode {
@@ -88,15 +89,20 @@ fn run() -> Result<ExitCode, String> {
         .allowlist_type("fi_.*_fn")
         .allowlist_type("fi_type")
         .allowlist_type("fi_mr_mode")
+        // The ping-pong's objects and their tables of operations: the headers' inline
+        // functions (fi_domain, fi_endpoint, fi_send, fi_cq_read, ...) call through these, and
+        // so does the agent.
+        .allowlist_type("fid_fabric|fid_domain|fid_ep|fid_av|fid_cq|fid_mr")
+        .allowlist_type("fi_av_attr|fi_cq_attr|fi_cq_msg_entry|fi_cq_err_entry|fi_context2")
         .allowlist_var("FI_.*")
-        // The probe reads attributes; the objects behind these handles (and their tables of
-        // operations) stay out of the bindings.
-        .opaque_type("fid_fabric|fid_domain|fi_ops")
         // Functions are never declared as `extern` items: nothing links libfabric.
         .blocklist_function(".*")
         // A newer library may return enumerators these headers do not know; Rust enums would
         // make such a value undefined behaviour, integer constants do not.
         .default_enum_style(EnumVariation::ModuleConsts)
+        // Anonymous enumerations (FI_ENABLE, FI_EAVAIL, ...) have no stable module name:
+        // their enumerators become plain constants, matched by enumerator name.
+        .constified_enum("FI_.*")
         .derive_debug(true)
         .derive_default(false)
         .generate_comments(false)

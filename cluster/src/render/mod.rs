@@ -16,7 +16,7 @@
 //! Commands that an agent step replaces are dropped (see [`crate::replaced`]) and
 //! the packages they installed are handed to the install-ray step instead.
 
-mod packages;
+pub(crate) mod packages;
 
 use std::collections::BTreeMap;
 
@@ -119,6 +119,11 @@ pub fn render_agent_config(
             initialization: Some(initialization).filter(|c| !c.is_empty()),
             setup: Some(setup).filter(|c| !c.is_empty()),
             start: start.map(|list| list.iter().map(|c| c.value.clone()).collect()),
+            user: spec
+                .auth
+                .as_ref()
+                .and_then(|a| a.value.ssh_user.as_ref())
+                .map(|u| u.value.clone()),
         }),
         efa: Some(EfaSection {
             mode: Some(efa_mode.as_str().to_owned()),
@@ -128,6 +133,9 @@ pub fn render_agent_config(
             installer_sha256: efa_settings
                 .and_then(|e| e.installer_sha256.as_ref())
                 .map(|s| s.value.clone()),
+            fingerprint: efa_settings
+                .and_then(|e| e.fingerprint.as_ref())
+                .map(|f| f.value.clone()),
             installer_version: efa_settings.and_then(|e| e.installer_version.clone()),
             installer_flags: efa_settings.and_then(|e| e.installer_flags.clone()),
             expected_interfaces: (interfaces > 0).then_some(interfaces),

@@ -229,3 +229,22 @@ fn replaced_commands_stay_when_replacing_is_turned_off() {
         Some(vec!["echo hi".into()])
     );
 }
+
+#[test]
+fn the_signing_key_fingerprint_reaches_the_agent_only_when_set() {
+    let text = "cluster_name: k\nprovider: {type: local}\navailable_node_types:\n  h: {resources: {}, node_config: {}}\nhead_node_type: h\nrayefa: {efa: {fingerprint: 'AAAA BBBB CCCC DDDD EEEE FFFF 0000 1111 2222 3333'}}\n";
+    let efa = render_agent_config(&parse(text), "h", Role::Head, None)
+        .efa
+        .expect("efa");
+    assert_eq!(
+        efa.fingerprint.as_deref(),
+        Some("AAAA BBBB CCCC DDDD EEEE FFFF 0000 1111 2222 3333")
+    );
+    let efa = render_agent_config(&parse(MULTI), "cpu", Role::Worker, None)
+        .efa
+        .expect("efa");
+    assert_eq!(
+        efa.fingerprint, None,
+        "the agent's default (AWS's key) applies"
+    );
+}

@@ -7,7 +7,10 @@ use crate::cli::StatusArgs;
 use crate::exit::{Error, ExitCode};
 use crate::provider;
 use crate::view::Output;
-use crate::view::report::{ClusterSummary, NodeSummary, failure_details, node_table};
+use crate::view::report::{
+    ClusterSummary, NodeSummary, failure_details, node_table, node_table_verbose,
+    ray_version_warning,
+};
 use crate::wait;
 use crate::wait::node::{NodeWatch, Verdict};
 
@@ -53,8 +56,16 @@ pub(crate) async fn run(args: &StatusArgs, output: Output) -> Result<ExitCode, E
     } else if watches.is_empty() {
         println!("cluster {} has no nodes", cluster.name());
     } else {
-        println!("{}", node_table(&watches));
+        let table = if output.verbose > 0 {
+            node_table_verbose(&watches)
+        } else {
+            node_table(&watches)
+        };
+        println!("{table}");
         print!("{}", failure_details(&watches));
+        if let Some(warning) = ray_version_warning(&watches) {
+            output.say(&warning);
+        }
         println!("cluster {}: {outcome}", cluster.name());
     }
     Ok(if failed {

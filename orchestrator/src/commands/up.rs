@@ -14,9 +14,11 @@ use crate::cli::UpArgs;
 use crate::exit::{Error, ExitCode};
 use crate::provider::{self, LaunchRequest, NodeRecord, Provider, ProviderError};
 use crate::view::Output;
-use crate::view::report::{ClusterSummary, NodeSummary, failure_details, node_table};
+use crate::view::report::{
+    ClusterSummary, NodeSummary, failure_details, node_table, ray_version_warning,
+};
 use crate::wait::Progress;
-use crate::wait::node::NodeWatch;
+use crate::wait::node::{NodeWatch, Verdict};
 use crate::wait::{self, WaitOutcome};
 use rayefa_cluster::Cluster;
 use rayefa_cluster::render::render_agent_config;
@@ -38,15 +40,23 @@ pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error
     let existing = provider.list().await?;
     let mut touched: Vec<String> = Vec::new();
 
+    // What RunInstances returned: watched even while EC2's listings do not show it yet.
+    let mut launched: Vec<NodeRecord> = Vec::new();
+
     let head = ensure_head(
         &cluster,
         provider.as_ref(),
         &existing,
         &mut touched,
+        &mut launched,
         progress.as_mut(),
     )
     .await?;
-    let mut head_watch = NodeWatch::new(head.clone(), Instant::now());
+    let mut head_watch = if launched.iter().any(|n| n.id == head.id) {
+        NodeWatch::launched(head.clone(), Instant::now())
+    } else {
+        NodeWatch::new(head.clone(), Instant::now())
+    };
     progress.update(&head_watch);
     let head_deadline = (Instant::now() + cluster.settings.head_agent_timeout).min(deadline);
     let healthy = wait::until_healthy(
@@ -82,6 +92,7 @@ pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error
             wanted,
             &head_address,
             &mut touched,
+            &mut launched,
             progress.as_mut(),
         )
         .await;
@@ -107,10 +118,20 @@ pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error
     }
     let now = Instant::now();
     let mut watches: Vec<NodeWatch> = listed
-        .into_iter()
+        .iter()
         .filter(|n| n.lifecycle.is_alive() || touched.contains(&n.id))
-        .map(|n| NodeWatch::new(n, now))
+        .map(|n| NodeWatch::new(n.clone(), now))
         .collect();
+    for node in launched
+        .iter()
+        .filter(|n| !listed.iter().any(|l| l.id == n.id))
+    {
+        progress.message(&format!(
+            "{} is not listed by the provider yet; watching it as launched",
+            node.id
+        ));
+        watches.push(NodeWatch::launched(node.clone(), now));
+    }
     for watch in &watches {
         progress.update(watch);
     }
@@ -130,7 +151,48 @@ pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error
             started.elapsed().as_secs()
         ));
     }
+    let missing = shortfall(&wanted_nodes(&cluster), &watches);
+    let outcome = if outcome == WaitOutcome::Ready && !missing.is_empty() {
+        output.say(&format!(
+            "fewer nodes are ready than the cluster file asks for: {}",
+            missing.join("; ")
+        ));
+        WaitOutcome::Failed
+    } else {
+        outcome
+    };
+    if let Some(warning) = ray_version_warning(&watches) {
+        output.say(&warning);
+    }
     Ok(report(&output, &cluster, &watches, &touched, outcome))
+}
+
+/// How many nodes of each type the cluster file asks for: one head, `min_workers` of each
+/// worker type.
+fn wanted_nodes(cluster: &Cluster) -> Vec<(String, usize)> {
+    let mut wanted = vec![(cluster.head_type().to_owned(), 1)];
+    wanted.extend(
+        cluster
+            .worker_counts()
+            .into_iter()
+            .map(|(node_type, count)| (node_type.to_owned(), count)),
+    );
+    wanted
+}
+
+/// The node types with fewer ready nodes than `wanted`, in words ("efa_worker_node: 0 of 1
+/// ready"); empty when every type has its count.
+fn shortfall(wanted: &[(String, usize)], watches: &[NodeWatch]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter_map(|(node_type, count)| {
+            let ready = watches
+                .iter()
+                .filter(|w| &w.record.node_type == node_type && w.verdict == Verdict::Ready)
+                .count();
+            (ready < *count).then(|| format!("{node_type}: {ready} of {count} ready"))
+        })
+        .collect()
 }
 
 /// The head that runs: the one that already does, a stopped one started again, or a new one.
@@ -139,6 +201,7 @@ async fn ensure_head(
     provider: &dyn Provider,
     existing: &[NodeRecord],
     touched: &mut Vec<String>,
+    launched: &mut Vec<NodeRecord>,
     progress: &mut dyn Progress,
 ) -> Result<NodeRecord, Error> {
     let heads: Vec<&NodeRecord> = existing.iter().filter(|n| n.role == Role::Head).collect();
@@ -157,18 +220,18 @@ async fn ensure_head(
     let head_type = cluster.head_type();
     progress.message(&format!("launching the head ({head_type})"));
     let config = render_agent_config(cluster, head_type, Role::Head, None);
-    let mut launched = provider
+    let head = provider
         .launch(LaunchRequest {
             node_type: head_type,
             role: Role::Head,
             count: 1,
             config: &config,
         })
-        .await?;
-    let head = launched
+        .await?
         .pop()
         .ok_or_else(|| ProviderError::Failed("the provider launched no head".to_owned()))?;
     touched.push(head.id.clone());
+    launched.push(head.clone());
     Ok(head)
 }
 
@@ -182,6 +245,7 @@ async fn ensure_workers(
     wanted: usize,
     head_address: &str,
     touched: &mut Vec<String>,
+    launched: &mut Vec<NodeRecord>,
     progress: &mut dyn Progress,
 ) -> Result<(), Error> {
     let of_type: Vec<&NodeRecord> = existing
@@ -210,7 +274,7 @@ async fn ensure_workers(
         if count == 1 { "" } else { "s" }
     ));
     let config = render_agent_config(cluster, node_type, Role::Worker, Some(head_address));
-    let launched = provider
+    let started = provider
         .launch(LaunchRequest {
             node_type,
             role: Role::Worker,
@@ -218,7 +282,8 @@ async fn ensure_workers(
             config: &config,
         })
         .await?;
-    touched.extend(launched.into_iter().map(|n| n.id));
+    touched.extend(started.iter().map(|n| n.id.clone()));
+    launched.extend(started);
     Ok(())
 }
 
@@ -264,4 +329,53 @@ fn report(
         WaitOutcome::TimedOut => println!("cluster {}: not ready in time", cluster.name()),
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Lifecycle;
+
+    fn watch(id: &str, node_type: &str, ready: bool) -> NodeWatch {
+        let mut watch = NodeWatch::launched(
+            NodeRecord {
+                id: id.into(),
+                node_type: node_type.into(),
+                role: Role::Worker,
+                agent_address: None,
+                private_address: None,
+                lifecycle: Lifecycle::Running,
+                launched_at_ms: None,
+            },
+            Instant::now(),
+        );
+        if ready {
+            watch.verdict = Verdict::Ready;
+        }
+        watch
+    }
+
+    #[test]
+    fn success_needs_every_node_the_file_asks_for() {
+        let wanted = vec![("head".to_owned(), 1), ("efa".to_owned(), 2)];
+        let all = [
+            watch("h", "head", true),
+            watch("w1", "efa", true),
+            watch("w2", "efa", true),
+        ];
+        assert!(shortfall(&wanted, &all).is_empty());
+        // Nothing watched at all (the listing was empty) is not success.
+        assert_eq!(
+            shortfall(&wanted, &[]),
+            ["head: 0 of 1 ready", "efa: 0 of 2 ready"]
+        );
+        let one_short = [watch("h", "head", true), watch("w1", "efa", true)];
+        assert_eq!(shortfall(&wanted, &one_short), ["efa: 1 of 2 ready"]);
+        let not_ready = [
+            watch("h", "head", true),
+            watch("w1", "efa", true),
+            watch("w2", "efa", false),
+        ];
+        assert_eq!(shortfall(&wanted, &not_ready), ["efa: 1 of 2 ready"]);
+    }
 }

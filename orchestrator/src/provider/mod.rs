@@ -196,11 +196,16 @@ pub(crate) fn of_type(name: &str) -> Result<&'static dyn ProviderType, ProviderE
     }
 }
 
-/// Adds the findings of the provider `spec` names; nothing for a type this build does not
-/// know (opening its provider says so).
+/// Adds the findings of the provider `spec` names; a type this build does not know is an
+/// error of the file, so that `validate` refuses what `up` could not run.
 pub(crate) fn check_file(spec: &ClusterSpec, out: &mut Vec<Finding>) {
-    if let Ok(provider_type) = of_type(&spec.provider.value.kind) {
-        provider_type.check_file(spec, out);
+    match of_type(&spec.provider.value.kind) {
+        Ok(provider_type) => provider_type.check_file(spec, out),
+        Err(error) => out.push(Finding::error(
+            spec.provider.referenced,
+            "provider.type",
+            error.to_string(),
+        )),
     }
 }
 

@@ -13,7 +13,16 @@ const TAIL_LINES: usize = 20;
 
 /// The table of nodes.
 pub(crate) fn node_table(nodes: &[NodeWatch]) -> String {
-    let mut table = super::table(&[
+    render_table(nodes, false)
+}
+
+/// The table of nodes with what `-v` adds: the Ray version each node installed.
+pub(crate) fn node_table_verbose(nodes: &[NodeWatch]) -> String {
+    render_table(nodes, true)
+}
+
+fn render_table(nodes: &[NodeWatch], verbose: bool) -> String {
+    let mut header = vec![
         "NODE",
         "TYPE",
         "ROLE",
@@ -22,11 +31,15 @@ pub(crate) fn node_table(nodes: &[NodeWatch]) -> String {
         "STATE",
         "STEP",
         "READY AFTER",
-    ]);
+    ];
+    if verbose {
+        header.push("RAY");
+    }
+    let mut table = super::table(&header);
     table.set_content_arrangement(ContentArrangement::Dynamic);
     for node in nodes {
         let summary = NodeSummary::of(node);
-        table.add_row([
+        let mut row = vec![
             summary.id,
             summary.node_type,
             summary.role.to_owned(),
@@ -38,9 +51,40 @@ pub(crate) fn node_table(nodes: &[NodeWatch]) -> String {
                 .ready_after_secs
                 .map(|s| format_elapsed(std::time::Duration::from_secs_f64(s)))
                 .unwrap_or_default(),
-        ]);
+        ];
+        if verbose {
+            row.push(summary.ray_version.unwrap_or_default());
+        }
+        table.add_row(row);
     }
     table.to_string()
+}
+
+/// A warning when the nodes that report a Ray version do not all report the same one (a Ray
+/// cluster needs one version everywhere; a node type with another Python or image gets
+/// another Ray), naming the nodes of each version. `None` when they agree.
+pub(crate) fn ray_version_warning(nodes: &[NodeWatch]) -> Option<String> {
+    let mut by_version: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for node in nodes {
+        if let Some(version) = node.document.as_ref().and_then(|d| d.ray_version()) {
+            by_version
+                .entry(version)
+                .or_default()
+                .push(node.record.id.clone());
+        }
+    }
+    if by_version.len() < 2 {
+        return None;
+    }
+    let groups: Vec<String> = by_version
+        .iter()
+        .map(|(version, ids)| format!("Ray {version} on {}", ids.join(", ")))
+        .collect();
+    Some(format!(
+        "warning: the nodes installed different Ray versions ({}); Ray needs the same version \
+         on every node of a cluster: pin it in rayefa.packages.python (ray==X.Y.Z)",
+        groups.join("; ")
+    ))
 }
 
 /// For every failed node: the node, the step, the error and the end of the output.
@@ -103,6 +147,8 @@ pub(crate) struct NodeSummary {
     pub(crate) output_tail: Option<String>,
     /// Launch to ready, in seconds.
     pub(crate) ready_after_secs: Option<f64>,
+    /// The Ray version install-ray installed, once it has.
+    pub(crate) ray_version: Option<String>,
 }
 
 impl NodeSummary {
@@ -171,6 +217,7 @@ impl NodeSummary {
             exit_code,
             output_tail,
             ready_after_secs: node.ready_after.map(|d| d.as_secs_f64()),
+            ray_version: document.and_then(|d| d.ray_version()),
         }
     }
 }
@@ -190,4 +237,88 @@ pub(crate) struct ClusterSummary<'a> {
     pub(crate) nodes: Vec<NodeSummary>,
     /// Warnings and notes about the cluster file.
     pub(crate) findings: &'a [Finding],
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rayefa_wire::{NodeFacts, NodeIdentity, NodeState, Role, StatusDocument, StepStatus};
+
+    use super::*;
+    use crate::provider::{Lifecycle, NodeRecord};
+
+    /// A ready node `id` whose install-ray reported `ray` (or nothing).
+    fn node(id: &str, ray: Option<&str>) -> NodeWatch {
+        let mut watch = NodeWatch::new(
+            NodeRecord {
+                id: id.into(),
+                node_type: "w".into(),
+                role: Role::Worker,
+                agent_address: None,
+                private_address: Some("127.0.0.1".into()),
+                lifecycle: Lifecycle::Running,
+                launched_at_ms: None,
+            },
+            Instant::now(),
+        );
+        let mut step = StepStatus::pending("install-ray", vec![]);
+        step.detail = ray.map(|v| serde_json::json!({ "ray_version": v }));
+        watch.document = Some(StatusDocument {
+            api: rayefa_wire::API_VERSION,
+            node: NodeIdentity {
+                cluster_name: "c".into(),
+                role: Role::Worker,
+                node_type: "w".into(),
+            },
+            facts: NodeFacts::default(),
+            state: NodeState::Ready,
+            steps: vec![step],
+            warnings: vec![],
+            generated_at_ms: 0,
+        });
+        watch.verdict = Verdict::Ready;
+        watch
+    }
+
+    #[test]
+    fn verbose_shows_each_node_s_ray_version() {
+        let nodes = [node("i-1", Some("2.60.0")), node("i-2", None)];
+        let plain = node_table(&nodes);
+        assert!(
+            !plain.contains("RAY") && !plain.contains("2.60.0"),
+            "{plain}"
+        );
+        let verbose = node_table_verbose(&nodes);
+        assert!(verbose.contains("RAY"), "{verbose}");
+        let row = verbose
+            .lines()
+            .find(|l| l.contains("i-1"))
+            .expect("a row for i-1");
+        assert!(row.contains("2.60.0"), "{verbose}");
+        assert_eq!(
+            NodeSummary::of(&nodes[0]).ray_version.as_deref(),
+            Some("2.60.0")
+        );
+    }
+
+    #[test]
+    fn different_ray_versions_are_a_warning_naming_the_nodes() {
+        let same = [
+            node("i-1", Some("2.60.0")),
+            node("i-2", Some("2.60.0")),
+            node("i-3", None),
+        ];
+        assert_eq!(ray_version_warning(&same), None);
+        let mixed = [
+            node("i-1", Some("2.60.0")),
+            node("i-2", Some("2.51.2")),
+            node("i-3", Some("2.60.0")),
+        ];
+        let warning = ray_version_warning(&mixed).expect("a warning");
+        assert!(
+            warning.contains("Ray 2.51.2 on i-2") && warning.contains("Ray 2.60.0 on i-1, i-3"),
+            "{warning}"
+        );
+    }
 }

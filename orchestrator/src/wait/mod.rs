@@ -49,6 +49,11 @@ pub(crate) enum WaitOutcome {
 /// How often silent nodes are looked up at the provider.
 const RELIST_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a just-launched node may be missing from the provider's listings before it counts
+/// as gone: EC2's DescribeInstances may leave out an instance RunInstances returned for a
+/// while (eventual consistency; AWS documents no bound, minutes have been seen).
+pub(crate) const LISTING_GRACE: Duration = Duration::from_secs(180);
+
 /// Polls `nodes` until every one is ready, one fails, or `deadline`.
 pub(crate) async fn until_ready(
     provider: &dyn Provider,
@@ -237,15 +242,22 @@ async fn mark_gone(
     let Ok(listed) = provider.list().await else {
         return;
     };
+    let now = Instant::now();
     for watch in watches.iter_mut().filter(|w| !w.verdict.is_failure()) {
-        let now: Option<&NodeRecord> = listed.iter().find(|n| n.id == watch.record.id);
-        match now {
+        let found: Option<&NodeRecord> = listed.iter().find(|n| n.id == watch.record.id);
+        match found {
             Some(NodeRecord {
                 lifecycle: Lifecycle::Stopped { why },
                 ..
             }) => watch.gone(why.clone()),
-            None => watch.gone("the provider no longer lists it".to_owned()),
+            None => {
+                watch.missing_from_listing(now, LISTING_GRACE);
+                if !watch.verdict.is_failure() {
+                    continue;
+                }
+            }
             Some(alive) => {
+                watch.seen_listed();
                 // A cloud node may have gained its address since it was launched.
                 if watch.record.agent_address.is_none() {
                     watch.record = alive.clone();

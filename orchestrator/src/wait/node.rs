@@ -70,14 +70,28 @@ pub(crate) struct NodeWatch {
     /// When watching began.
     pub(crate) watched_since: Instant,
     silent_since: Option<Instant>,
+    /// Whether a provider listing has shown the node. EC2 is eventually consistent: an
+    /// instance RunInstances just returned may be missing from DescribeInstances for a while.
+    listed: bool,
+    /// Since when listings have not shown a node that was never listed.
+    unlisted_since: Option<Instant>,
     answered: bool,
     failures: u32,
     pub(crate) next_poll: Instant,
 }
 
 impl NodeWatch {
-    /// Starts watching `record`.
+    /// Starts watching `record`, a node the provider listed.
     pub(crate) fn new(record: NodeRecord, now: Instant) -> Self {
+        Self::watch(record, now, true)
+    }
+
+    /// Starts watching a node the provider has just launched and may not list yet.
+    pub(crate) fn launched(record: NodeRecord, now: Instant) -> Self {
+        Self::watch(record, now, false)
+    }
+
+    fn watch(record: NodeRecord, now: Instant, listed: bool) -> Self {
         let verdict = match &record.lifecycle {
             Lifecycle::Stopped { why } => Verdict::Gone { why: why.clone() },
             Lifecycle::Pending | Lifecycle::Running => Verdict::Waiting,
@@ -91,6 +105,8 @@ impl NodeWatch {
             ready_after: None,
             watched_since: now,
             silent_since: None,
+            listed,
+            unlisted_since: None,
             answered: false,
             failures: 0,
             next_poll: now,
@@ -176,6 +192,29 @@ impl NodeWatch {
             (Some(_), _) => "agent",
             (None, Some(_)) => "tags",
             (None, None) => "-",
+        }
+    }
+
+    /// A provider listing showed the node.
+    pub(crate) fn seen_listed(&mut self) {
+        self.listed = true;
+        self.unlisted_since = None;
+    }
+
+    /// A provider listing at `now` did not show the node. A node listed before is gone; one
+    /// never listed (just launched) is gone only once listings have missed it for `grace`.
+    pub(crate) fn missing_from_listing(&mut self, now: Instant, grace: Duration) {
+        if self.listed {
+            self.gone("the provider no longer lists it".to_owned());
+            return;
+        }
+        let since = *self.unlisted_since.get_or_insert(now);
+        let missing_for = now.duration_since(since);
+        if missing_for >= grace {
+            self.gone(format!(
+                "the provider has not listed it in the {}s since it was launched",
+                missing_for.as_secs()
+            ));
         }
     }
 
@@ -324,6 +363,36 @@ mod tests {
         );
         assert_eq!(node.verdict, Verdict::Ready);
         assert!(node.ready_after.is_some());
+    }
+
+    #[test]
+    fn a_launched_node_missing_from_listings_is_gone_only_after_the_grace_period() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(120);
+        let mut launched = NodeWatch::launched(record(), start);
+        launched.missing_from_listing(start, grace);
+        launched.missing_from_listing(start + Duration::from_secs(119), grace);
+        assert_eq!(
+            launched.verdict,
+            Verdict::Waiting,
+            "EC2 may not list it yet"
+        );
+        launched.missing_from_listing(start + Duration::from_secs(120), grace);
+        assert!(
+            matches!(&launched.verdict, Verdict::Gone { why } if why.contains("120s")),
+            "{:?}",
+            launched.verdict
+        );
+
+        // Once listed, leaving the listing means gone at once.
+        let mut shown = NodeWatch::launched(record(), start);
+        shown.missing_from_listing(start, grace);
+        shown.seen_listed();
+        shown.missing_from_listing(start + Duration::from_secs(1), grace);
+        assert!(matches!(shown.verdict, Verdict::Gone { .. }));
+        let mut listed = NodeWatch::new(record(), start);
+        listed.missing_from_listing(start, grace);
+        assert!(matches!(listed.verdict, Verdict::Gone { .. }));
     }
 
     #[test]

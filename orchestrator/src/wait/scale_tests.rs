@@ -36,6 +36,7 @@ fn document() -> StatusDocument {
         error: None,
         output_tail: "x".repeat(2048),
         detail: None,
+        spans: Vec::new(),
     };
     StatusDocument {
         api: 1,

@@ -365,6 +365,7 @@ pub fn ready_document(cluster: &str, node_type: &str, role: Role) -> StatusDocum
         error: None,
         output_tail: String::new(),
         detail: None,
+        spans: Vec::new(),
     })
     .to_vec();
     StatusDocument {

@@ -11,7 +11,15 @@
 //!   status, code, message), or forward the request and then lose the answer;
 //! - placement groups are created and described here;
 //! - RunInstances is idempotent by `ClientToken`, as on EC2;
-//! - a listing action can be cut into pages, to exercise paginators.
+//! - a listing action can be cut into pages, to exercise paginators;
+//! - new instances can be kept out of DescribeInstances for a while, as EC2's eventual
+//!   consistency does (moto lists an instance the moment RunInstances returns it): hidden
+//!   from filtered listings, and `InvalidInstanceID.NotFound` when asked for by id;
+//! - RunInstances can be refused as EC2 refuses a just-created instance profile;
+//! - S3 (GetObject, HeadObject, PutObject, path-style) is passed through with its headers,
+//!   and a presigned URL is checked as S3 checks it, which moto does not: refused after
+//!   `X-Amz-Expires`, and refused when its signature is not the one the test credentials
+//!   ([`TEST_SECRET`]) give for what it asks.
 //!
 //! It runs on its own thread and runtime so synchronous tests can use it.
 
@@ -26,6 +34,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+
+/// The secret access key every test's credentials use (`aws_world`), with which the proxy
+/// checks presigned URLs.
+pub const TEST_SECRET: &str = "testing";
 
 /// The prefix of the page tokens the proxy hands out.
 const PAGE_TOKEN: &str = "rayefa-proxy-page-";
@@ -68,6 +80,19 @@ impl Fault {
             status: 503,
             code: "RequestLimitExceeded".into(),
             message: "Request limit exceeded.".into(),
+        }
+    }
+
+    /// What RunInstances answers for a while after an instance profile was created (IAM is
+    /// eventually consistent; moto accepts the profile at once).
+    pub fn instance_profile_not_ready(name: &str) -> Fault {
+        Fault::Error {
+            status: 400,
+            code: "InvalidParameterValue".into(),
+            message: format!(
+                "Value ({name}) for parameter iamInstanceProfile.name is invalid. Invalid IAM \
+                 Instance Profile name"
+            ),
         }
     }
 
@@ -129,6 +154,22 @@ struct State {
     launches: HashMap<String, Bytes>,
     /// Actions whose listing is cut into pages: (the set element, items per page).
     pages: HashMap<String, (String, usize)>,
+    /// How long new instances stay out of DescribeInstances; none by default.
+    hide_new_for: Option<std::time::Duration>,
+    /// Instances launched while hiding was on, with the time they appear.
+    hidden_until: HashMap<String, std::time::Instant>,
+}
+
+impl State {
+    /// The instances still hidden at this moment.
+    fn hidden_now(&self) -> Vec<String> {
+        let now = std::time::Instant::now();
+        self.hidden_until
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
 }
 
 /// A fault waiting for its request.
@@ -203,6 +244,12 @@ impl Ec2Proxy {
         self.lock()
             .pages
             .insert(action.to_owned(), (set.to_owned(), per_page.max(1)));
+    }
+
+    /// Keeps every instance launched from now on out of DescribeInstances for `delay` after
+    /// RunInstances returned it, as EC2 may.
+    pub fn hide_new_instances(&self, delay: std::time::Duration) {
+        self.lock().hide_new_for = Some(delay);
     }
 
     /// Every request so far.
@@ -311,6 +358,17 @@ async fn handle(
         Err(_) => Bytes::new(),
     };
     let service = signing_service(&parts.headers).unwrap_or_default();
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let presigned_s3 = query
+        .iter()
+        .any(|(k, v)| k == "X-Amz-Credential" && v.split('/').nth(3) == Some("s3"));
+    if service == "s3" || presigned_s3 {
+        return Ok(s3::handle(parts, body, query, &upstream, &state, &client).await);
+    }
     let target = parts
         .headers
         .get("x-amz-target")
@@ -460,6 +518,7 @@ async fn answer_ec2(
             describe_placement_groups(recorded, state)
         }
         "RunInstances" => run_instances(forward, body, recorded, state).await,
+        "DescribeInstances" => describe_instances(forward, body, recorded, state).await,
         action => {
             let paging = state
                 .lock()
@@ -575,14 +634,89 @@ async fn run_instances(
         }
     }
     let answer = forward.send(body.clone()).await;
-    if let (Some(token), 200) = (token, answer.status) {
-        state
-            .lock()
-            .expect("proxy state lock")
-            .launches
-            .insert(token, answer.body.clone());
+    if answer.status == 200 {
+        let mut state = state.lock().expect("proxy state lock");
+        if let Some(token) = token {
+            state.launches.insert(token, answer.body.clone());
+        }
+        if let Some(delay) = state.hide_new_for {
+            let until = std::time::Instant::now() + delay;
+            for id in element_texts(&String::from_utf8_lossy(&answer.body), "instanceId") {
+                state.hidden_until.insert(id, until);
+            }
+        }
     }
     answer
+}
+
+/// DescribeInstances without the instances still hidden: asked for by id, EC2's
+/// `InvalidInstanceID.NotFound`; in a filtered listing, left out (with their reservation).
+async fn describe_instances(
+    forward: &Forward<'_>,
+    body: &Bytes,
+    recorded: &mut Recorded,
+    state: &Arc<Mutex<State>>,
+) -> Answer {
+    let hidden = state.lock().expect("proxy state lock").hidden_now();
+    if let Some(asked) = recorded
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("InstanceId."))
+        .map(|(_, v)| v)
+        .find(|id| hidden.contains(id))
+    {
+        recorded.outcome = format!("hid {asked}");
+        return error_answer(
+            400,
+            "InvalidInstanceID.NotFound",
+            &format!("The instance ID '{asked}' does not exist"),
+        );
+    }
+    let answer = forward.send(body.clone()).await;
+    if answer.status != 200 || hidden.is_empty() {
+        return answer;
+    }
+    let text = String::from_utf8_lossy(&answer.body);
+    let (open, close) = ("<reservationSet>", "</reservationSet>");
+    let (Some(start), Some(end)) = (text.find(open), text.find(close)) else {
+        return answer;
+    };
+    let inner = &text[start + open.len()..end];
+    let mut left_out = Vec::new();
+    let kept: String = top_level_items(inner)
+        .into_iter()
+        .filter(|reservation| {
+            let ids = element_texts(reservation, "instanceId");
+            let hide = ids.iter().any(|id| hidden.contains(id));
+            if hide {
+                left_out.extend(ids);
+            }
+            !hide
+        })
+        .collect();
+    if left_out.is_empty() {
+        return answer;
+    }
+    recorded.outcome = format!("hid {}", left_out.join(" "));
+    let body = format!("{}{open}{kept}{}", &text[..start], &text[end..]);
+    Answer {
+        status: 200,
+        body: Bytes::from(body),
+    }
+}
+
+/// The text of every `<name>...</name>` element in `xml`.
+fn element_texts(xml: &str, name: &str) -> Vec<String> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut found = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(&open) {
+        let after = &rest[at + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        found.push(after[..end].to_owned());
+        rest = &after[end + close.len()..];
+    }
+    found
 }
 
 /// Forwards a listing without the proxy's page token and answers one page of it.
@@ -713,4 +847,251 @@ fn signing_service(headers: &hyper::HeaderMap) -> Option<String> {
         .split([',', ' '])
         .find_map(|part| part.strip_prefix("Credential="))?;
     credential.split('/').nth(3).map(str::to_owned)
+}
+
+/// S3 behind the proxy.
+mod s3 {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime};
+
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{
+        PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+        UriPathNormalizationMode, sign,
+    };
+    use aws_sigv4::sign::v4;
+    use aws_smithy_runtime_api::client::identity::Identity;
+    use http_body_util::Full;
+    use hyper::Response;
+    use hyper::body::Bytes;
+
+    use super::{Fault, Recorded, State, TEST_SECRET};
+
+    /// Records, checks (faults, presigned URLs) and forwards one S3 request.
+    pub(super) async fn handle(
+        parts: hyper::http::request::Parts,
+        body: Bytes,
+        query: Vec<(String, String)>,
+        upstream: &str,
+        state: &Arc<Mutex<State>>,
+        client: &reqwest::Client,
+    ) -> Response<Full<Bytes>> {
+        let action = match parts.method.as_str() {
+            "GET" => "GetObject",
+            "HEAD" => "HeadObject",
+            "PUT" => "PutObject",
+            other => other,
+        };
+        let path = parts.uri.path().to_owned();
+        let mut params = vec![("path".to_owned(), path.clone())];
+        params.extend(query.iter().cloned());
+        let mut recorded = Recorded {
+            service: "s3".into(),
+            action: action.to_owned(),
+            params,
+            outcome: "forwarded".into(),
+        };
+        let fault = {
+            let mut state = state.lock().expect("proxy state lock");
+            let at = state.faults.iter().position(|q| q.action == action);
+            at.map(|at| state.faults.remove(at).fault)
+        };
+        let presigned = query.iter().any(|(k, _)| k == "X-Amz-Signature");
+        let host = parts
+            .headers
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let refusal = match fault {
+            Some(Fault::Error {
+                status,
+                code,
+                message,
+            }) => Some((status, code, message)),
+            Some(_) => Some((500, "InternalError".into(), "unsupported S3 fault".into())),
+            None if presigned => check_presigned(&host, &path, &query, SystemTime::now()).err(),
+            None => None,
+        };
+        let response = match refusal {
+            Some((status, code, message)) => {
+                recorded.outcome = format!("refused {code}");
+                error(status, &code, &message)
+            }
+            None => {
+                if presigned {
+                    recorded.outcome = "presigned".into();
+                }
+                forward(&parts, body, upstream, client).await
+            }
+        };
+        state
+            .lock()
+            .expect("proxy state lock")
+            .recorded
+            .push(recorded);
+        response
+    }
+
+    async fn forward(
+        parts: &hyper::http::request::Parts,
+        body: Bytes,
+        upstream: &str,
+        client: &reqwest::Client,
+    ) -> Response<Full<Bytes>> {
+        let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
+            .unwrap_or(reqwest::Method::GET);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = client.request(method, format!("{upstream}{path}"));
+        for (name, value) in &parts.headers {
+            if name == hyper::header::HOST || name == hyper::header::CONTENT_LENGTH {
+                continue;
+            }
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+        let answer = match request.body(body).send().await {
+            Ok(answer) => answer,
+            Err(e) => return error(502, "ProxyUpstreamError", &e.to_string()),
+        };
+        let mut response = Response::builder().status(answer.status().as_u16());
+        for (name, value) in answer.headers() {
+            if matches!(
+                name.as_str(),
+                "content-length" | "transfer-encoding" | "connection"
+            ) {
+                continue;
+            }
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+        let bytes = answer.bytes().await.unwrap_or_default();
+        response
+            .body(Full::new(bytes))
+            .unwrap_or_else(|e| error(502, "ProxyResponse", &e.to_string()))
+    }
+
+    fn error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        );
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() =
+            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::FORBIDDEN);
+        response
+    }
+
+    /// What S3 checks of a presigned GET: not expired, and signed with the test secret for
+    /// exactly this host, path, time, lifetime, credential scope and token.
+    fn check_presigned(
+        host: &str,
+        path: &str,
+        query: &[(String, String)],
+        now: SystemTime,
+    ) -> Result<(), (u16, String, String)> {
+        let get = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let denied = |code: &str, message: &str| (403, code.to_owned(), message.to_owned());
+        let malformed = || denied("AuthorizationQueryParametersError", "malformed query");
+        let date = get("X-Amz-Date").and_then(amz_date).ok_or_else(malformed)?;
+        let expires: u64 = get("X-Amz-Expires")
+            .and_then(|e| e.parse().ok())
+            .ok_or_else(malformed)?;
+        if expires > 7 * 24 * 3600 {
+            return Err(denied(
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be less than a week (in seconds)",
+            ));
+        }
+        if now > date + Duration::from_secs(expires) {
+            return Err(denied("AccessDenied", "Request has expired"));
+        }
+        let scope: Vec<&str> = get("X-Amz-Credential")
+            .ok_or_else(malformed)?
+            .split('/')
+            .collect();
+        let [key, _, region, service, _] = scope[..] else {
+            return Err(malformed());
+        };
+        let credentials = Credentials::new(
+            key,
+            TEST_SECRET,
+            get("X-Amz-Security-Token").map(str::to_owned),
+            None,
+            "proxy",
+        );
+        let identity: Identity = credentials.into();
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(Duration::from_secs(expires));
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name(service)
+            .time(date)
+            .settings(settings)
+            .build()
+            .map_err(|_| malformed())?
+            .into();
+        let url = format!("http://{host}{path}");
+        let signable = SignableRequest::new(
+            "GET",
+            &url,
+            [("host", host)].into_iter(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|_| malformed())?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|_| malformed())?
+            .into_parts();
+        let expected = instructions
+            .params()
+            .iter()
+            .find(|(k, _)| *k == "X-Amz-Signature")
+            .map(|(_, v)| v.to_string());
+        if expected.as_deref() == get("X-Amz-Signature") {
+            Ok(())
+        } else {
+            Err(denied(
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            ))
+        }
+    }
+
+    /// `20261203T120000Z` as a time.
+    fn amz_date(text: &str) -> Option<SystemTime> {
+        let digits = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+        if text.len() != 16 || &text[8..9] != "T" || !text.ends_with('Z') {
+            return None;
+        }
+        let (y, m, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+        let (hh, mm, ss) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+        // Days from 1970-01-01 to y-m-d (Howard Hinnant's days_from_civil).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn amz_dates_are_read() {
+        let at = amz_date("20261203T120000Z").expect("a date");
+        assert_eq!(
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs(),
+            1_796_299_200
+        );
+        assert_eq!(amz_date("2026-12-03"), None);
+    }
 }

@@ -1,7 +1,8 @@
 //! The seed guide's AWS account, made in a moto of the test's own, with the recording proxy in
 //! front: a VPC tagged `Name=RayVPC` (127.0.0.0/16, so instances get loopback "private"
 //! addresses), a private subnet tagged `Name=Ray-Private-Subnet`, the security groups
-//! `RayHeadSG` and `RayWorkerSG`, and the instance profile `ray-instance-profile`. The
+//! `RayHeadSG` and `RayWorkerSG`, and the instance profile `ray-instance-profile` holding the
+//! role `ray-node-role` (docs/aws.md's recipe). The
 //! `rayefa` binary runs against it through `AWS_ENDPOINT_URL`, with the seed guide's shell
 //! variables set, as a user who followed the guide's step 1 would have them.
 
@@ -27,6 +28,8 @@ pub const SEED_CLUSTER_FILE: &str = include_str!("../fixtures/aws/cluster-efa.ya
 pub struct Omit {
     /// No `ray-instance-profile`.
     pub instance_profile: bool,
+    /// `ray-instance-profile` without its role `ray-node-role`.
+    pub profile_role: bool,
 }
 
 /// A seeded account.
@@ -259,6 +262,55 @@ impl World {
         })
     }
 
+    /// Creates the S3 bucket `name` in the world's region, straight in moto (which takes the
+    /// service from the credential scope and checks no signature).
+    pub fn create_bucket(&self, name: &str) {
+        let status = self.s3_straight(
+            reqwest::Method::PUT,
+            name,
+            format!(
+                "<CreateBucketConfiguration><LocationConstraint>{REGION}</LocationConstraint>\
+                 </CreateBucketConfiguration>"
+            ),
+        );
+        assert_eq!(
+            status.0, 200,
+            "creating bucket {name} in moto: {}",
+            status.1
+        );
+    }
+
+    /// The object `key` of `bucket`, straight from moto; `None` when it has none.
+    pub fn s3_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let (status, body) = self.s3_straight(
+            reqwest::Method::GET,
+            &format!("{bucket}/{key}"),
+            String::new(),
+        );
+        (status == 200).then(|| body.into_bytes())
+    }
+
+    fn s3_straight(&self, method: reqwest::Method, path: &str, body: String) -> (u16, String) {
+        let url = format!("{}/{path}", self.moto.endpoint());
+        self.block_on(async move {
+            let response = reqwest::Client::new()
+                .request(method, url)
+                .header(
+                    "authorization",
+                    format!(
+                        "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/s3/aws4_request, \
+                         SignedHeaders=host, Signature=0"
+                    ),
+                )
+                .body(body)
+                .send()
+                .await
+                .expect("moto answers");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        })
+    }
+
     /// The cluster's instances that are not terminated, straight from moto.
     pub fn live_instances(&self) -> Vec<aws_sdk_ec2::types::Instance> {
         let ec2 = self.ec2();
@@ -388,12 +440,28 @@ async fn seed_account(endpoint: &str, vpc_cidr: &str, subnet_cidr: &str, omit: O
         );
     }
     if !omit.instance_profile {
-        aws_sdk_iam::Client::new(&config)
-            .create_instance_profile()
+        let iam = aws_sdk_iam::Client::new(&config);
+        iam.create_instance_profile()
             .instance_profile_name("ray-instance-profile")
             .send()
             .await
             .expect("creating the instance profile");
+        if !omit.profile_role {
+            iam.create_role()
+                .role_name("ray-node-role")
+                .assume_role_policy_document(
+                    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+                )
+                .send()
+                .await
+                .expect("creating the node role");
+            iam.add_role_to_instance_profile()
+                .instance_profile_name("ray-instance-profile")
+                .role_name("ray-node-role")
+                .send()
+                .await
+                .expect("adding the role to the instance profile");
+        }
     }
     let amis = aws_sdk_ssm::Client::new(&config)
         .get_parameters()

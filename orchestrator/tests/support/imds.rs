@@ -219,6 +219,16 @@ fn metadata(state: &State, instance: &Instance, item: &str) -> Option<String> {
             .placement()
             .and_then(|p| p.availability_zone())
             .map(str::to_owned),
+        // moto's zones are its region plus a letter (it has no Local Zones).
+        "placement/region" => instance
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(|zone| {
+                zone.trim_end_matches(|c: char| c.is_ascii_lowercase())
+                    .to_owned()
+            }),
+        "services/partition" => Some("aws".to_owned()),
+        "services/domain" => Some("amazonaws.com".to_owned()),
         "local-ipv4" => instance.private_ip_address().map(str::to_owned),
         "network/interfaces/macs/" | "network/interfaces/macs" => Some(
             interfaces()

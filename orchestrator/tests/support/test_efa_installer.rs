@@ -6,8 +6,10 @@
 //! and says that no device was found. The agent's checks (SHA-256, signature, safe unpacking,
 //! the manifest's version) all run for real against it.
 //!
-//! The node must trust the test key: [`TestEfaInstaller::site_files`] writes the key and an
-//! agent drop-in naming it into a site layer, as a site's own image would carry its keys.
+//! The node trusts the test key the way a stock node trusts AWS's: it has no key file, fetches
+//! `aws-efa-installer.key` from beside the tarball (the fleet's file server publishes
+//! [`TestEfaInstaller::public_key`] there) and checks it against the fingerprint the cluster
+//! file's `rayefa.efa.fingerprint` hands it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,7 +47,7 @@ impl TestEfaInstaller {
             "ed25519",
             "sign",
         );
-        let public_key = dir.join("test-efa-installer.key");
+        let public_key = dir.join("aws-efa-installer.key");
         std::fs::write(&public_key, gpg.export(&fingerprint)).expect("writing the public key");
 
         let tree = dir.join("tree/aws-efa-installer");
@@ -75,25 +77,6 @@ impl TestEfaInstaller {
             sha256,
             gpg,
         }
-    }
-
-    /// Writes, under `site` (a root), the public key and the agent drop-in that trusts it.
-    pub fn site_files(&self, site: &Path) {
-        let etc = site.join("etc/rayefa");
-        std::fs::create_dir_all(etc.join("agent.d")).expect("site /etc/rayefa/agent.d");
-        std::fs::copy(&self.public_key, etc.join("test-efa-installer.key"))
-            .expect("copying the public key");
-        std::fs::write(
-            etc.join("agent.d/50-site-efa-key.toml"),
-            format!(
-                "# This site's EFA installer is signed with its own key.\n\
-                 [efa]\n\
-                 public_key = \"/etc/rayefa/test-efa-installer.key\"\n\
-                 fingerprint = \"{}\"\n",
-                self.fingerprint
-            ),
-        )
-        .expect("writing the agent drop-in");
     }
 }
 

@@ -11,6 +11,7 @@ mod download;
 mod extract;
 mod installer;
 pub(crate) mod manifest;
+mod signing_key;
 mod verify;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ use self::download::{DownloadError, DownloadPolicy, Fetched, Progress, partial_p
 use self::extract::ExtractError;
 use self::installer::Verdict;
 use self::manifest::{MANIFEST_PATH, Manifest, ManifestReadError};
+use self::signing_key::{KeyError, KeySource, PublicKey};
 use self::verify::{SignatureCheck, VerifyError};
 use super::{GROW_ROOT, INSTALL_EFA};
 use crate::config::Settings;
@@ -72,9 +74,10 @@ impl Step for InstallEfa {
                 efa.installer_url, efa.installer_sha256
             ),
             format!(
-                "verify {} with {} (key {})",
+                "verify {} with {} if present, else with {} (key {})",
                 efa.signature_url,
                 efa.public_key.display(),
+                signing_key::key_url(&efa.installer_url),
                 efa.fingerprint
             ),
             format!(
@@ -186,6 +189,9 @@ struct Detail {
     #[serde(skip_serializing_if = "Option::is_none")]
     sha256_verified: Option<String>,
     signature_url: String,
+    /// The key file used, or the URL the key was fetched from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     signer_fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -246,16 +252,54 @@ impl<'a> Install<'a> {
     async fn run(mut self) -> Result<Outcome, StepError> {
         let fetched = self.download().await?;
         let signature = self.fetch_signature().await?;
+        let key = self.public_key().await?;
         self.check_sha256(fetched).await?;
-        self.check_signature(signature).await?;
+        self.check_signature(signature, key).await?;
         self.unpack().await?;
         self.install().await
     }
 
-    async fn check_signature(&mut self, signature: Vec<u8>) -> Result<(), StepError> {
+    /// The key file on the node, or the key beside the installer.
+    async fn public_key(&mut self) -> Result<PublicKey, StepError> {
+        let efa = &self.ctx.settings.efa;
+        let url = signing_key::key_url(&efa.installer_url);
+        let progress = StatusProgress::new(self.ctx, &self.detail);
+        let key = signing_key::obtain(
+            &self.ctx.root.path(&efa.public_key),
+            &efa.public_key,
+            &url,
+            &self.client,
+            self.policy,
+            &progress,
+        )
+        .await
+        .map_err(|err| {
+            self.ctx.log.note(&format!("# {err}"));
+            match err {
+                KeyError::File { .. } => StepError::Io(err.to_string()),
+                _ if err.is_retryable() => StepError::Transient(err.to_string()),
+                _ => StepError::Fatal(err.to_string()),
+            }
+        })?;
+        let source = match &key.source {
+            KeySource::File(path) => path.clone(),
+            KeySource::Fetched(url) => url.clone(),
+        };
+        self.ctx
+            .log
+            .note(&format!("# the installer's public key: {}", key.source));
+        self.detail.public_key = Some(source);
+        self.publish();
+        Ok(key)
+    }
+
+    async fn check_signature(
+        &mut self,
+        signature: Vec<u8>,
+        key: PublicKey,
+    ) -> Result<(), StepError> {
         let efa = &self.ctx.settings.efa;
         self.ctx.activity("checking the OpenPGP signature");
-        let key_file = self.ctx.root.path(&efa.public_key);
         let (tarball, url) = (self.layout.tarball.clone(), efa.signature_url.clone());
         let fingerprint = efa.fingerprint.clone();
         let signer = blocking(move || {
@@ -263,7 +307,7 @@ impl<'a> Install<'a> {
                 file: &tarball,
                 signature: &signature,
                 signature_url: &url,
-                key_file: &key_file,
+                key: &key,
                 fingerprint: &fingerprint,
             })
         })

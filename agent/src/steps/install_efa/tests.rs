@@ -21,6 +21,8 @@ const VERSION: &str = "9.9.9";
 const TARBALL: &str = "/aws-efa-installer-9.9.9.tar.gz";
 const SIGNATURE: &str = "/aws-efa-installer-9.9.9.tar.gz.sig";
 const KEY: &str = "/etc/rayefa/aws-efa-installer.key";
+/// Where the key is fetched from when the node has no key file: beside the tarball.
+const KEY_URL_PATH: &str = "/aws-efa-installer.key";
 
 /// A node under a scratch root with a signing key, an HTTP server and a tarball to serve.
 struct Fixture {
@@ -110,6 +112,14 @@ impl Fixture {
             read_timeout: Duration::from_secs(5),
             system_proxy: false,
         })
+    }
+
+    /// Takes the key file off the node, as on a stock image, and serves `key` beside the
+    /// tarball, answering by `plan`.
+    fn serve_key_instead_of_file(&self, key: Vec<u8>, plan: &[Reply]) {
+        std::fs::remove_file(self.root.path().join(KEY.trim_start_matches('/')))
+            .expect("removing the key file");
+        self.server.route(KEY_URL_PATH, key, plan);
     }
 
     fn manifest(&self) -> Option<String> {
@@ -287,6 +297,113 @@ async fn a_key_with_another_fingerprint_is_refused() {
         text.contains(aws) && text.contains(&fx.fingerprint),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn without_a_key_file_the_key_beside_the_installer_is_fetched_and_pinned() {
+    let fx = Fixture::installer(Behaviour::Installs).await;
+    fx.serve_key_instead_of_file(fx.gpg.export(&fx.fingerprint), &[]);
+    let tc = fx.context();
+    let outcome = Fixture::step().run(&tc.ctx).await.expect("installs");
+    let detail = detail_of(&outcome);
+    assert_eq!(detail["public_key"], fx.server.url(KEY_URL_PATH));
+    assert_eq!(detail["signer_fingerprint"], fx.fingerprint);
+    assert_eq!(fx.server.seen_for(KEY_URL_PATH).len(), 1);
+    assert!(fx.manifest().is_some(), "the installer did not run");
+    assert!(
+        tc.log_text().contains(&format!(
+            "the key fetched from {}",
+            fx.server.url(KEY_URL_PATH)
+        )),
+        "{}",
+        tc.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_key_file_on_the_node_wins_over_the_key_beside_the_installer() {
+    let fx = Fixture::installer(Behaviour::Installs).await;
+    let mallory = fx
+        .gpg
+        .generate("Mallory <mallory@example.invalid>", "ed25519", "sign");
+    fx.server.route(KEY_URL_PATH, fx.gpg.export(&mallory), &[]);
+    let tc = fx.context();
+    let outcome = Fixture::step().run(&tc.ctx).await.expect("installs");
+    assert_eq!(detail_of(&outcome)["public_key"], KEY);
+    assert!(
+        fx.server.seen_for(KEY_URL_PATH).is_empty(),
+        "the key was fetched although the node has one"
+    );
+}
+
+#[tokio::test]
+async fn a_fetched_key_with_another_fingerprint_is_refused() {
+    let fx = Fixture::installer(Behaviour::Installs).await;
+    let mallory = fx
+        .gpg
+        .generate("Mallory <mallory@example.invalid>", "ed25519", "sign");
+    fx.serve_key_instead_of_file(fx.gpg.export(&mallory), &[]);
+    // Mallory also signed the tarball: only the pin stops it.
+    fx.server
+        .route(SIGNATURE, fx.gpg.sign(&mallory, &fx.tarball), &[]);
+    let tc = fx.context();
+    let text = assert_refused(&fx, &tc, "public key check failed").await;
+    assert!(
+        text.contains(&format!(
+            "the key fetched from {}",
+            fx.server.url(KEY_URL_PATH)
+        )) && text.contains(&mallory)
+            && text.contains(&fx.fingerprint),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_key_fails_for_good_without_retrying() {
+    let fx = Fixture::installer(Behaviour::Installs).await;
+    fx.serve_key_instead_of_file(Vec::new(), &[Reply::Status(404)]);
+    let tc = fx.context();
+    let err = Fixture::step().run(&tc.ctx).await.expect_err("no key");
+    let text = err.to_string();
+    assert!(matches!(err, StepError::Fatal(_)), "{text}");
+    assert!(
+        text.contains("signing key is missing") && text.contains("HTTP 404") && text.contains(KEY),
+        "{text}"
+    );
+    assert_eq!(
+        fx.server.seen_for(KEY_URL_PATH).len(),
+        1,
+        "a 404 is not retried"
+    );
+    assert!(fx.manifest().is_none(), "the installer ran");
+}
+
+#[tokio::test]
+async fn a_key_server_that_keeps_failing_is_unreachable_and_worth_another_attempt() {
+    let fx = Fixture::installer(Behaviour::Installs).await;
+    fx.serve_key_instead_of_file(Vec::new(), &[Reply::Status(503); 3]);
+    let tc = fx.context();
+    let step = Fixture::step();
+    let err = step.run(&tc.ctx).await.expect_err("no key");
+    let text = err.to_string();
+    assert!(matches!(err, StepError::Transient(_)), "{text}");
+    assert!(
+        text.contains("key server is unreachable") && text.contains("503"),
+        "{text}"
+    );
+    assert_eq!(
+        fx.server.seen_for(KEY_URL_PATH).len(),
+        3,
+        "the policy's attempts"
+    );
+    assert!(fx.manifest().is_none(), "the installer ran");
+
+    // The next attempt, with the server back, reuses the download and installs.
+    fx.server
+        .route(KEY_URL_PATH, fx.gpg.export(&fx.fingerprint), &[]);
+    let outcome = step.run(&tc.ctx).await.expect("installs");
+    assert_eq!(detail_of(&outcome)["reused_download"], true);
+    assert_eq!(fx.server.seen_for(TARBALL).len(), 1);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The two checks a downloaded installer must pass before anything in it is unpacked: its
-//! SHA-256 against the pinned value, and its detached OpenPGP signature against the configured
-//! public key, whose fingerprint must be the pinned one.
+//! SHA-256 against the pinned value, and its detached OpenPGP signature against the public key
+//! (a file on the node, or fetched from beside the installer), whose fingerprint must be the
+//! pinned one.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -10,8 +11,7 @@ use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::types::KeyDetails;
 use sha2::{Digest, Sha256};
 
-/// The largest public key file read; real keys are a few KiB.
-const MAX_KEY_BYTES: u64 = 1 << 20;
+use super::signing_key::{KeySource, PublicKey};
 
 /// Why a check failed. Every variant but [`VerifyError::Io`] is a verdict about the inputs:
 /// no retry changes it.
@@ -23,13 +23,13 @@ pub(crate) enum VerifyError {
         expected: String,
         actual: String,
     },
-    #[error("public key check failed: cannot use {path}: {reason}")]
-    KeyUnreadable { path: String, reason: String },
+    #[error("public key check failed: cannot use {origin}: {reason}")]
+    KeyUnreadable { origin: KeySource, reason: String },
     #[error(
-        "public key check failed: {path} holds key {actual}, the configuration pins {expected}"
+        "public key check failed: {origin} holds key {actual}, the configuration pins {expected}"
     )]
     FingerprintMismatch {
-        path: String,
+        origin: KeySource,
         expected: String,
         actual: String,
     },
@@ -98,9 +98,9 @@ pub(crate) struct SignatureCheck<'a> {
     pub(crate) signature: &'a [u8],
     /// Where the signature came from, for messages.
     pub(crate) signature_url: &'a str,
-    /// The public key file (armoured or binary), already under the root.
-    pub(crate) key_file: &'a Path,
-    /// The primary key fingerprint the key file must have: upper-case hex, no spaces.
+    /// The public key (armoured or binary).
+    pub(crate) key: &'a PublicKey,
+    /// The primary key fingerprint the key must have: upper-case hex, no spaces.
     pub(crate) fingerprint: &'a str,
 }
 
@@ -112,13 +112,13 @@ pub(crate) struct Signer {
     pub(crate) signing_key: String,
 }
 
-/// Checks the key file's fingerprint, then the signature over the file.
+/// Checks the key's fingerprint, then the signature over the file.
 pub(crate) fn check_signature(check: &SignatureCheck<'_>) -> Result<Signer, VerifyError> {
-    let key = read_key(check.key_file)?;
+    let key = read_key(check.key)?;
     let primary = format!("{:X}", key.primary_key.fingerprint());
     if primary != check.fingerprint {
         return Err(VerifyError::FingerprintMismatch {
-            path: check.key_file.display().to_string(),
+            origin: check.key.source.clone(),
             expected: check.fingerprint.to_owned(),
             actual: primary,
         });
@@ -212,19 +212,14 @@ fn verify_with(
         .map_err(|e| e.to_string()))
 }
 
-fn read_key(path: &Path) -> Result<SignedPublicKey, VerifyError> {
-    let unreadable = |reason: String| VerifyError::KeyUnreadable {
-        path: path.display().to_string(),
-        reason,
-    };
-    let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(e.to_string()))?;
-    let (key, _) = SignedPublicKey::from_reader_single(bytes.as_slice())
-        .map_err(|e| unreadable(format!("not an OpenPGP public key: {e}")))?;
-    Ok(key)
+fn read_key(key: &PublicKey) -> Result<SignedPublicKey, VerifyError> {
+    let (parsed, _) = SignedPublicKey::from_reader_single(key.bytes.as_slice()).map_err(|e| {
+        VerifyError::KeyUnreadable {
+            origin: key.source.clone(),
+            reason: format!("not an OpenPGP public key: {e}"),
+        }
+    })?;
+    Ok(parsed)
 }
 
 /// Which keys a signature says made it: issuer fingerprints and key ids, hashed or not.
@@ -299,11 +294,15 @@ mod tests {
         }
 
         fn check(&self, signature: &[u8], fingerprint: &str) -> Result<Signer, VerifyError> {
+            let key = PublicKey {
+                bytes: std::fs::read(&self.key).expect("key file"),
+                source: KeySource::File(self.key.display().to_string()),
+            };
             check_signature(&SignatureCheck {
                 file: &self.file,
                 signature,
                 signature_url: "http://127.0.0.1/installer.tar.gz.sig",
-                key_file: &self.key,
+                key: &key,
                 fingerprint,
             })
         }

@@ -1,24 +1,34 @@
-//! `install-ray`: OS packages with the node's package manager, then a virtualenv with the
-//! configured Python packages.
+//! `install-ray`: OS packages with the node's package manager, then a virtualenv (Python 3.12
+//! on Amazon Linux 2023) with the configured Python packages, installed by uv where it can be
+//! had and by pip otherwise.
 
+mod interpreter;
 mod os_packages;
 mod python;
+mod uv;
 
 use async_trait::async_trait;
+use rayefa_wire::PythonInstallDetail;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{GROW_ROOT, INSTALL_RAY};
 use crate::config::Settings;
 use crate::engine::{Check, Outcome, Step, StepContext, StepError};
+use interpreter::Interpreter;
 use os_packages::Manager;
 use python::Requirements;
+use uv::Installer;
 
 /// Installs what Ray needs: OS packages (dnf or apt, chosen from os-release unless configured,
-/// only under the node's package-manager lock) and then, without the lock so that pip's
-/// downloads overlap the EFA installer, a virtualenv with the configured Python requirements.
+/// only under the node's package-manager lock; on Amazon Linux 2023 also `python3.12` and
+/// `python3.12-pip`) and then, without the lock so that the downloads overlap the EFA
+/// installer, a virtualenv with the configured Python requirements, installed by uv where it
+/// can be had (pip otherwise).
 ///
 /// Done when every OS package is installed, the virtualenv exists and pip would find every
-/// requirement (with its extras and their dependencies) already satisfied.
+/// requirement (with its extras and their dependencies) already satisfied: the check reads the
+/// installed distributions' metadata, which uv and pip write alike.
 #[derive(Debug, Default)]
 pub(crate) struct InstallRay;
 
@@ -50,19 +60,27 @@ impl Step for InstallRay {
                 Manager::Apt.default_packages().join(" ")
             ),
         };
+        let python = packages.python_interpreter.clone().unwrap_or_else(|| {
+            "python3.12 on Amazon Linux 2023 (with python3.12 and python3.12-pip), python3 \
+             elsewhere"
+                .to_owned()
+        });
         vec![
             os,
             format!(
-                "virtualenv {} made with {}",
-                packages.virtualenv.display(),
-                packages.python_interpreter
+                "virtualenv {} made with {python}",
+                packages.virtualenv.display()
             ),
-            format!("pip install {}", packages.python.join(" ")),
+            format!(
+                "uv pip install (uv from its wheel; pip if it cannot be had) {}",
+                packages.python.join(" ")
+            ),
         ]
     }
 
     async fn check(&self, ctx: &StepContext) -> Result<Check, StepError> {
-        let os = match os_packages::requested(ctx)? {
+        let interpreter = interpreter::choose(ctx);
+        let os = match os_packages::requested(ctx, &interpreter.packages)? {
             Some((manager, packages)) => {
                 if !os_packages::missing(ctx, manager, &packages)
                     .await?
@@ -82,7 +100,13 @@ impl Step for InstallRay {
             return Ok(Check::NotDone);
         }
         match python::requirements(ctx).await {
-            Ok(found) if found.satisfied => Ok(Check::Done(Some(detail(ctx, os.as_ref(), &found)))),
+            Ok(found) if found.satisfied => Ok(Check::Done(Some(detail(
+                ctx,
+                os.as_ref(),
+                &interpreter,
+                None,
+                &found,
+            )))),
             Ok(_) => Ok(Check::NotDone),
             Err(err) => {
                 // A virtualenv that cannot answer is one to repair, not a reason to fail.
@@ -94,17 +118,38 @@ impl Step for InstallRay {
     }
 
     async fn run(&self, ctx: &StepContext) -> Result<Outcome, StepError> {
-        let os = match os_packages::requested(ctx)? {
+        let interpreter = interpreter::choose(ctx);
+        let os = match os_packages::requested(ctx, &interpreter.packages)? {
             Some((manager, packages)) => Some(install_os_packages(ctx, manager, packages).await?),
             None => None,
         };
         if !python::venv_exists(ctx) {
-            python::create_venv(ctx).await?;
+            ctx.log.note(&format!(
+                "# the virtualenv's interpreter: {} ({})",
+                interpreter.command, interpreter.reason
+            ));
+            python::create_venv(ctx, &interpreter.command).await?;
         }
         ctx.activity("checking the virtualenv's Python packages");
         let mut found = python::requirements(ctx).await?;
+        let mut used = None;
         if !found.satisfied {
-            python::pip_install(ctx).await?;
+            let installer = uv::obtain(ctx).await;
+            ctx.log.note(&format!(
+                "# installing the Python packages with {}",
+                installer.describe()
+            ));
+            match &installer {
+                Installer::Uv { binary, args, .. } => {
+                    ctx.activity(format!(
+                        "uv pip install {}",
+                        ctx.settings.packages.python.join(" ")
+                    ));
+                    uv::pip_install(ctx, binary, args).await?;
+                }
+                Installer::Pip { .. } => python::pip_install(ctx).await?,
+            }
+            used = Some(installer);
             found = python::requirements(ctx).await?;
             // What only pip can judge, pip has just judged; what is known to be unmet is not.
             if !found.problems.is_empty() {
@@ -114,7 +159,16 @@ impl Step for InstallRay {
                 )));
             }
         }
-        Ok(Outcome::Done(Some(detail(ctx, os.as_ref(), &found))))
+        if let Some(version) = &found.ray_version {
+            ctx.activity(format!("Ray {version} installed"));
+        }
+        Ok(Outcome::Done(Some(detail(
+            ctx,
+            os.as_ref(),
+            &interpreter,
+            used.as_ref(),
+            &found,
+        ))))
     }
 }
 
@@ -143,7 +197,23 @@ async fn install_os_packages(
     })
 }
 
-fn detail(ctx: &StepContext, os: Option<&OsPart>, python: &Requirements) -> Value {
+/// The step's detail: what other programs read ([`PythonInstallDetail`]) and the rest.
+#[derive(Serialize)]
+struct Detail<'a> {
+    #[serde(flatten)]
+    shared: PythonInstallDetail,
+    os_packages: Value,
+    virtualenv: &'a std::path::Path,
+    python_packages: &'a std::collections::BTreeMap<String, Option<String>>,
+}
+
+fn detail(
+    ctx: &StepContext,
+    os: Option<&OsPart>,
+    interpreter: &Interpreter,
+    installer: Option<&Installer>,
+    python: &Requirements,
+) -> Value {
     let os = os.map_or(Value::Null, |os| {
         json!({
             "manager": os.manager.to_string(),
@@ -151,11 +221,17 @@ fn detail(ctx: &StepContext, os: Option<&OsPart>, python: &Requirements) -> Valu
             "installed_now": os.installed_now,
         })
     });
-    json!({
-        "os_packages": os,
-        "virtualenv": ctx.settings.packages.virtualenv,
-        "python_packages": python.versions,
-    })
+    let detail = Detail {
+        shared: PythonInstallDetail {
+            ray_version: python.ray_version.clone(),
+            python_interpreter: Some(interpreter.command.clone()),
+            python_installer: installer.map(Installer::describe),
+        },
+        os_packages: os,
+        virtualenv: &ctx.settings.packages.virtualenv,
+        python_packages: &python.versions,
+    };
+    serde_json::to_value(&detail).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

@@ -40,9 +40,13 @@ impl Manager {
     }
 }
 
-/// The manager and the packages it should have installed; `None` when the configuration asks
-/// for no OS packages, so that no manager needs to be found.
-pub(super) fn requested(ctx: &StepContext) -> Result<Option<(Manager, Vec<String>)>, StepError> {
+/// The manager and the packages it should have installed (the configured ones or the
+/// manager's defaults, then `interpreter`'s); `None` when the configuration asks for no OS
+/// packages, so that no manager needs to be found.
+pub(super) fn requested(
+    ctx: &StepContext,
+    interpreter: &[String],
+) -> Result<Option<(Manager, Vec<String>)>, StepError> {
     let settings: &Settings = &ctx.settings;
     if settings.packages.os.as_ref().is_some_and(Vec::is_empty) {
         return Ok(None);
@@ -52,13 +56,18 @@ pub(super) fn requested(ctx: &StepContext) -> Result<Option<(Manager, Vec<String
         PackageManagerChoice::Apt => Manager::Apt,
         PackageManagerChoice::Auto => detect(ctx)?,
     };
-    let packages = settings.packages.os.clone().unwrap_or_else(|| {
+    let mut packages = settings.packages.os.clone().unwrap_or_else(|| {
         manager
             .default_packages()
             .iter()
             .map(|p| (*p).to_owned())
             .collect()
     });
+    for package in interpreter {
+        if !packages.contains(package) {
+            packages.push(package.clone());
+        }
+    }
     Ok(Some((manager, packages)))
 }
 
@@ -292,7 +301,7 @@ mod tests {
             settings(Role::Head, ""),
         );
         assert_eq!(
-            requested(&t.ctx).expect("requested"),
+            requested(&t.ctx, &[]).expect("requested"),
             Some((
                 Manager::Apt,
                 vec!["python3-venv".to_owned(), "python3-pip".to_owned()]
@@ -308,7 +317,7 @@ mod tests {
             ),
         );
         assert_eq!(
-            requested(&forced.ctx).expect("requested"),
+            requested(&forced.ctx, &[]).expect("requested"),
             Some((Manager::Dnf, vec!["git".to_owned()]))
         );
         let none = context(
@@ -317,7 +326,7 @@ mod tests {
             runner,
             settings(Role::Head, "[packages]\nos = []\n"),
         );
-        assert_eq!(requested(&none.ctx).expect("nothing requested"), None);
+        assert_eq!(requested(&none.ctx, &[]).expect("nothing requested"), None);
     }
 
     #[test]
@@ -334,7 +343,7 @@ mod tests {
                 runner.clone(),
                 settings(Role::Head, ""),
             );
-            let err = requested(&t.ctx).expect_err("unknown");
+            let err = requested(&t.ctx, &[]).expect_err("unknown");
             assert!(!err.is_retryable());
             let message = err.to_string();
             assert!(

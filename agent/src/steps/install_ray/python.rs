@@ -24,6 +24,9 @@ pub(super) struct Requirements {
     pub(super) unverifiable: Vec<String>,
     /// The installed version of each configured requirement, by name.
     pub(super) versions: BTreeMap<String, Option<String>>,
+    /// The installed `ray` distribution's version, whether or not a requirement names it.
+    #[serde(default)]
+    pub(super) ray_version: Option<String>,
 }
 
 /// Written into the virtualenv once `python -m venv` has finished. The interpreter appears
@@ -36,12 +39,15 @@ pub(super) fn venv_exists(ctx: &StepContext) -> bool {
     venv::python(ctx).is_file() && venv::dir(ctx).join(COMPLETE_MARKER).is_file()
 }
 
-/// Creates the virtualenv with the configured interpreter, afresh (`--clear`) over what an
-/// interrupted attempt left.
-pub(super) async fn create_venv(ctx: &StepContext) -> Result<(), StepError> {
+/// Creates the virtualenv with `interpreter`, afresh (`--clear`) over what an interrupted
+/// attempt left.
+pub(super) async fn create_venv(ctx: &StepContext, interpreter: &str) -> Result<(), StepError> {
     let dir = venv::dir(ctx);
-    ctx.activity(format!("creating the virtualenv {}", dir.display()));
-    let mut spec = CommandSpec::new(&ctx.settings.packages.python_interpreter).args(["-m", "venv"]);
+    ctx.activity(format!(
+        "creating the virtualenv {} with {interpreter}",
+        dir.display()
+    ));
+    let mut spec = CommandSpec::new(interpreter).args(["-m", "venv"]);
     if dir.exists() {
         ctx.log
             .note("# the virtualenv was not finished by an earlier attempt: making it afresh");

@@ -4,7 +4,7 @@ Run by rayefa-agent's install-ray step with the virtualenv's python, one require
 argument. It follows each requirement, its extras and their dependencies the way pip finds a
 requirement already satisfied, without the network, and prints one line:
 `rayefa-requirements: {"satisfied": ..., "problems": [...], "unverifiable": [...],
-"versions": {...}}`. Problems are requirements known to be unmet; unverifiable ones (a URL, a
+"versions": {...}, "ray_version": ...}` (the installed Ray, whether or not it was asked for). Problems are requirements known to be unmet; unverifiable ones (a URL, a
 path, a line pip alone understands) are left to pip, which is the only judge of them.
 Works with Python 3.8 and later and the packaging library vendored by any pip since 10.
 """
@@ -82,7 +82,9 @@ for text in sys.argv[1:]:
     if applies(req.marker, [""]):
         visit(req, "")
 
+ray = installed.get("ray")
 report = {
+    "ray_version": ray.version if ray is not None else None,
     "satisfied": not problems and not unverifiable,
     "problems": problems,
     "unverifiable": unverifiable,

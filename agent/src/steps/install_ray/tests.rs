@@ -205,12 +205,139 @@ async fn no_os_packages_needs_no_os_release_and_pip_runs_with_the_configured_arg
     let calls = runner.calls();
     let venv = root.path().join("opt/rayefa/venv");
     assert_eq!(calls[0], format!("python3 -m venv {}", venv.display()));
+    // uv first: its wheel goes into the state directory with the same pip options.
+    let uv_dir = root.path().join("var/lib/rayefa/uv");
     assert_eq!(
         calls[2],
+        format!(
+            "{python} -m pip install --upgrade --target {} --no-cache-dir uv",
+            uv_dir.display()
+        )
+    );
+    // The stand-in installs no binary: pip does the work, and the log says why.
+    assert_eq!(
+        calls[3],
         format!("{python} -m pip install --no-cache-dir 'ray[default]'")
     );
-    let pip = &runner.specs()[2];
+    let pip = &runner.specs()[3];
     assert_eq!(pip.env["PIP_DISABLE_PIP_VERSION_CHECK"], "1");
+    assert!(
+        t.log_text()
+            .contains("installing the Python packages with pip (not uv: the installed"),
+        "{}",
+        t.log_text()
+    );
+}
+
+/// Amazon Linux 2023, as its AMI's os-release says.
+const AL2023: &str = "NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"2023\"\n";
+
+#[tokio::test]
+async fn amazon_linux_2023_gets_python_3_12_and_uv_installs_with_the_pip_options_translated() {
+    let root = tempfile::tempdir().expect("root");
+    std::fs::create_dir_all(root.path().join("etc")).expect("etc");
+    std::fs::write(root.path().join("etc/os-release"), AL2023).expect("os-release");
+    // uv from an earlier attempt: the stand-in binary is never run, the script answers for it.
+    let uv = root.path().join("var/lib/rayefa/uv/bin/uv");
+    std::fs::create_dir_all(uv.parent().expect("bin")).expect("uv bin");
+    std::fs::write(&uv, "").expect("uv");
+    let uv = uv.display().to_string();
+    let python = venv_python(root.path());
+    let satisfied = report(true).replacen('{', "{\"ray_version\": \"2.60.0\", ", 1);
+    let runner = Arc::new(
+        ScriptedRunner::new()
+            .answer("rpm -q --whatprovides python3-pip", 0, "python3-pip-21.3.1")
+            .answer("rpm -q", 1, "no package provides python3.12")
+            .answer("dnf install", 0, "Complete!\n")
+            .answer("python3.12 -m venv", 0, "")
+            .answer(
+                &format!("{uv} --version"),
+                0,
+                "uv 0.13.9 (x86_64-unknown-linux-gnu)\n",
+            )
+            .answer(&format!("{uv} pip install"), 0, "Installed 40 packages\n")
+            .answer(&format!("{python} -c"), 0, &report(false)),
+    );
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root.path()),
+        runner.clone(),
+        settings(
+            Role::Head,
+            "[packages]\npython = [\"ray==2.60.0\"]\npip_args = [\"--proxy\", \"http://169.254.100.1:8777\", \"--cache-dir\", \"/var/cache/pip\"]\n",
+        ),
+    );
+    // The stand-in check answers "not met" throughout, so the step ends refusing; what it ran
+    // on the way is what is checked here.
+    let run = tokio::spawn({
+        let ctx = t.ctx.clone();
+        async move { InstallRay.run(&ctx).await }
+    });
+    let err = run
+        .await
+        .expect("joins")
+        .expect_err("the stand-in check keeps saying not met");
+    assert!(err.to_string().contains("still not met"), "{err}");
+    let calls = runner.calls();
+    assert!(
+        calls.contains(&"dnf install -y python3.12 python3.12-pip".to_owned()),
+        "{calls:?}"
+    );
+    let venv = root.path().join("opt/rayefa/venv");
+    assert!(
+        calls.contains(&format!("python3.12 -m venv {}", venv.display())),
+        "{calls:?}"
+    );
+    let install = runner
+        .specs()
+        .into_iter()
+        .find(|s| s.to_string().starts_with(&format!("{uv} pip install")))
+        .expect("uv pip install ran");
+    assert_eq!(
+        install.to_string(),
+        format!(
+            "{uv} pip install --color never --python {python} --cache-dir /var/cache/pip ray==2.60.0"
+        )
+    );
+    assert_eq!(install.env["HTTPS_PROXY"], "http://169.254.100.1:8777");
+    assert!(
+        calls.iter().all(|c| !c.contains("-m pip install")),
+        "pip ran beside uv: {calls:?}"
+    );
+    assert!(
+        t.log_text()
+            .contains("python3.12 (Amazon Linux 2023's python3 is 3.9"),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        t.log_text()
+            .contains("installing the Python packages with uv 0.13.9"),
+        "{}",
+        t.log_text()
+    );
+
+    // Once met, the detail names the Ray version, the interpreter and uv.
+    let done = ScriptedRunner::new()
+        .answer("rpm -q", 0, "installed")
+        .answer(&format!("{python} -c"), 0, &satisfied);
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root.path()),
+        Arc::new(done),
+        settings(Role::Head, "[packages]\npython = [\"ray==2.60.0\"]\n"),
+    );
+    std::fs::create_dir_all(venv.join("bin")).expect("venv bin");
+    std::fs::write(venv.join("bin/python"), "").expect("venv python");
+    let Check::Done(Some(detail)) = InstallRay.check(&t.ctx).await.expect("check") else {
+        panic!("not done");
+    };
+    assert_eq!(detail["ray_version"], "2.60.0");
+    assert_eq!(detail["python_interpreter"], "python3.12");
+    assert_eq!(
+        detail["os_packages"]["packages"],
+        json!(["python3-pip", "python3.12", "python3.12-pip"])
+    );
 }
 
 #[tokio::test]
@@ -395,7 +522,8 @@ fn system_context(venv: &Path, packages: &str) -> (TestContext, Arc<Recording<Sy
         settings(
             Role::Head,
             &format!(
-                "[packages]\nvirtualenv = {:?}\n{packages}",
+                "[agent]\nstate_dir = {:?}\n\n[packages]\nvirtualenv = {:?}\n{packages}",
+                venv.with_file_name("state").display().to_string(),
                 venv.display().to_string()
             ),
         ),
@@ -449,6 +577,12 @@ async fn packages_from_pypi_install_once() {
         panic!("no detail");
     };
     assert!(detail["python_packages"]["six"].is_string(), "{detail}");
+    assert!(
+        detail["python_installer"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("uv ")),
+        "uv from PyPI installs: {detail}"
+    );
     assert!(detail["python_packages"]["idna"].is_string(), "{detail}");
     assert!(matches!(
         InstallRay.check(&t.ctx).await.expect("check"),

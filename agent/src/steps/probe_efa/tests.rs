@@ -63,6 +63,7 @@ fn with_metadata(mut s: Scenario, interface_types: &[&str]) -> Scenario {
         availability_zone: "ap-northeast-2a".into(),
         private_ip: Some("10.0.1.10".into()),
         interface_types: interface_types.iter().map(|t| (*t).to_owned()).collect(),
+        ..Ec2Facts::default()
     }));
     s
 }

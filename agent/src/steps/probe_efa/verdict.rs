@@ -57,7 +57,7 @@ pub(super) fn judge(
         problems.push(Problem {
             text: format!(
                 "no EFA interface attached: {wanted}, but no EFA PCI device (vendor 0x1d0f, \
-                 device 0xefa0-0xefa3) is present; launch an EFA-capable instance type with \
+                 device 0xefa*) is present; launch an EFA-capable instance type with \
                  network interfaces of InterfaceType efa"
             ),
             retryable: false,

@@ -6,9 +6,14 @@
 //! connection), so EC2 answers the repeat with the instances of the first request instead of
 //! starting more. After a definite "no capacity" the token changes, and with Ray's
 //! `SubnetIds` the next subnet is tried.
+//!
+//! For a while after an instance profile is created, RunInstances refuses it
+//! (`InvalidParameterValue: ... Invalid IAM Instance Profile name`: IAM is eventually
+//! consistent). That answer is retried with backoff for at most [`PROFILE_PROPAGATION_LIMIT`],
+//! apart from the attempts the settings allow, and each retry says why.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::operation::run_instances::builders::RunInstancesInputBuilder;
 use aws_sdk_ec2::types::{Instance, ResourceType, Tag, TagSpecification};
@@ -20,6 +25,16 @@ use super::error::{ApiError, ErrorKind};
 use super::node_config::NodeConfig;
 use super::settings::AwsSettings;
 use super::tags;
+
+/// How long RunInstances' refusal of an instance profile is taken for IAM's propagation delay
+/// (AWS: "a few seconds", seen up to about a minute) before it is taken for a wrong name.
+pub(crate) const PROFILE_PROPAGATION_LIMIT: Duration = Duration::from_secs(120);
+
+/// Whether `error` is EC2 refusing an instance profile it does not know (yet).
+fn is_profile_refusal(error: &ApiError) -> bool {
+    error.code.as_deref() == Some("InvalidParameterValue")
+        && error.detail.contains("Invalid IAM Instance Profile name")
+}
 
 /// One launch of `count` nodes of one node type.
 #[derive(Debug, Clone)]
@@ -87,6 +102,8 @@ pub(crate) async fn launch(
     let mut attempt = 0u32;
     let mut round = 0u32;
     let mut subnet_index = 0usize;
+    // Since when RunInstances has refused the instance profile, and how often.
+    let mut profile_refused: Option<(Instant, u32)> = None;
     loop {
         attempt += 1;
         let remaining = spec.count - launched.len();
@@ -101,7 +118,7 @@ pub(crate) async fn launch(
             &tag_specifications,
         )
         .client_token(format!("{}-{round}", spec.token));
-        let error = match input.send_with(&clients.ec2_launch).await {
+        let mut error = match input.send_with(&clients.ec2_launch).await {
             Ok(out) => {
                 launched.extend(out.instances().iter().cloned());
                 if launched.len() >= spec.count {
@@ -118,6 +135,35 @@ pub(crate) async fn launch(
             }
             Err(e) => ApiError::from_sdk(target.clone(), e),
         };
+        if is_profile_refusal(&error) {
+            let (since, refusals) = profile_refused.get_or_insert((Instant::now(), 0));
+            *refusals += 1;
+            let waited = since.elapsed();
+            if waited < PROFILE_PROPAGATION_LIMIT {
+                let wait = settings
+                    .backoff(*refusals)
+                    .min(PROFILE_PROPAGATION_LIMIT - waited);
+                tracing::warn!(
+                    "{target}: {}; a new instance profile takes a while to reach EC2 (IAM is \
+                     eventually consistent): trying again in {:.0?} (waited {}s of at most {}s)",
+                    error.detail,
+                    round_up(wait),
+                    waited.as_secs(),
+                    PROFILE_PROPAGATION_LIMIT.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+                // Not one of the attempts the settings count: the request was refused whole.
+                attempt -= 1;
+                round += 1;
+                continue;
+            }
+            error.detail.push_str(&format!(
+                " (still refused {}s after the first refusal: check that the instance \
+                 profile exists and holds a role, `aws iam get-instance-profile \
+                 --instance-profile-name NAME`)",
+                waited.as_secs()
+            ));
+        }
         if !error.kind.is_retryable() || attempt >= settings.launch_attempts {
             return Err(LaunchError {
                 target,
@@ -303,6 +349,29 @@ mod tests {
             input.get_instance_type().as_ref().map(|t| t.as_str()),
             Some("m7i.xlarge")
         );
+    }
+
+    #[test]
+    fn only_the_instance_profile_refusal_waits_for_iam() {
+        let error = |code: &str, detail: &str| ApiError {
+            doing: "launching".into(),
+            kind: ErrorKind::Other,
+            code: Some(code.into()),
+            detail: detail.into(),
+        };
+        assert!(is_profile_refusal(&error(
+            "InvalidParameterValue",
+            "InvalidParameterValue: Value (p) for parameter iamInstanceProfile.name is \
+             invalid. Invalid IAM Instance Profile name"
+        )));
+        assert!(!is_profile_refusal(&error(
+            "InvalidParameterValue",
+            "InvalidParameterValue: Invalid value 'x' for instanceType"
+        )));
+        assert!(!is_profile_refusal(&error(
+            "InvalidInstanceProfile",
+            "Invalid IAM Instance Profile name"
+        )));
     }
 
     #[test]

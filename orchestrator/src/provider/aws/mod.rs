@@ -5,6 +5,8 @@
 //! Credentials, region and endpoint come from aws-config's default chain, so the same binary
 //! runs against AWS and, with `AWS_ENDPOINT_URL`, against a stand-in such as moto.
 
+mod agent_package;
+mod agent_store;
 mod client;
 mod discover;
 mod error;
@@ -17,10 +19,12 @@ mod preflight;
 mod prepare;
 mod provider;
 mod provider_type;
+mod s3;
 mod settings;
 mod tags;
 mod user_data;
 
+pub(crate) use agent_store::{PublishReport, StoreError, publish, read_packages};
 pub(crate) use client::Clients;
 pub(crate) use discover::{Discovered, Search, TagFilter, discover, export_lines};
 pub(crate) use error::ApiError;
@@ -29,6 +33,7 @@ pub(crate) use instance_types::{InstanceTypeRow, format_gib, list as list_instan
 pub(crate) use prepare::{Outcome, Plan, Prepared, prepare};
 pub(crate) use provider::node_configs_of;
 pub(crate) use provider_type::Aws;
+pub(crate) use s3::S3;
 
 /// Why an AWS command or the AWS provider failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,9 @@ pub(crate) enum AwsError {
         /// The mistake.
         source: NodeConfigError,
     },
+    /// The agent store (`rayefa.agent_store`) could not be read.
+    #[error(transparent)]
+    Store(#[from] agent_store::StoreError),
     /// A node type's user data could not be rendered.
     #[error("rendering the user data of node type {node_type}: {source}")]
     UserData {

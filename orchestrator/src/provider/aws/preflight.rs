@@ -4,22 +4,27 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::{Filter, InstanceType, LocationType};
+use aws_sdk_ec2::types::{
+    Filter, InstanceNetworkInterfaceSpecification, InstanceType, LocationType,
+};
+use rayefa_cluster::rayefa::AgentPackages;
 use serde::Serialize;
 
+use super::agent_package;
 use super::client::Clients;
 use super::error::{ApiError, ErrorKind};
 use super::instance_types::InstanceTypeRow;
 use super::node_config::{NodeConfig, ProfileRef};
 use super::prepare::{Direction, has_self_rule, placement_group_strategy};
-use super::user_data::USER_DATA_LIMIT;
+use super::user_data::{USER_DATA_LIMIT, fits_ec2};
 
 /// One problem preflight found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Problem {
     /// The node type it concerns, when it concerns one.
     pub(crate) node_type: Option<String>,
-    /// Which check found it: `instance-type`, `efa`, `efa-interfaces`, `architecture`,
+    /// Which check found it: `instance-type`, `efa`, `efa-interfaces`, `efa-layout`,
+    /// `agent-package`, `architecture`,
     /// `subnet`, `availability-zone`, `placement-group`, `security-group`,
     /// `instance-profile`, `user-data`, `aws`.
     pub(crate) check: &'static str,
@@ -39,7 +44,7 @@ impl Problem {
     pub(crate) fn field(&self) -> Option<&'static str> {
         match self.check {
             "instance-type" => Some("InstanceType"),
-            "efa" | "efa-interfaces" => Some("NetworkInterfaces"),
+            "efa" | "efa-interfaces" | "efa-layout" => Some("NetworkInterfaces"),
             "architecture" => Some("ImageId"),
             "placement-group" => Some("Placement.GroupName"),
             "instance-profile" => Some("IamInstanceProfile"),
@@ -66,6 +71,17 @@ pub(crate) struct Input<'a> {
     pub(crate) node_types: Vec<NodeTypeCheck<'a>>,
     /// `provider.availability_zone`, split at commas; empty when the file has none.
     pub(crate) availability_zones: Vec<String>,
+    /// `rayefa.agent_package`.
+    pub(crate) agent_packages: Option<&'a AgentPackages>,
+}
+
+/// What preflight found.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Outcome {
+    /// The problems; none means the cluster can be launched.
+    pub(crate) problems: Vec<Problem>,
+    /// The architectures (EC2's names) of each node type's instance type, where EC2 said.
+    pub(crate) architectures: BTreeMap<String, Vec<String>>,
 }
 
 /// Collects problems, remembering what EC2 said so each thing is asked about once.
@@ -73,6 +89,7 @@ struct Checker<'c> {
     clients: &'c Clients,
     problems: Vec<Problem>,
     types: BTreeMap<String, TypeLookup>,
+    architectures: BTreeMap<String, Vec<String>>,
 }
 
 impl Checker<'_> {
@@ -148,21 +165,25 @@ enum TypeLookup {
     Unchecked,
 }
 
-/// Runs every check; an empty list means the cluster can be launched.
-pub(crate) async fn preflight(clients: &Clients, input: &Input<'_>) -> Vec<Problem> {
+/// Runs every check.
+pub(crate) async fn preflight(clients: &Clients, input: &Input<'_>) -> Outcome {
     let mut checker = Checker {
         clients,
         problems: Vec::new(),
         types: BTreeMap::new(),
+        architectures: BTreeMap::new(),
     };
     let zones = subnet_zones(&mut checker, input).await;
     for node_type in &input.node_types {
-        check_node_type(&mut checker, node_type, &zones, &input.availability_zones).await;
+        check_node_type(&mut checker, node_type, input, &zones).await;
     }
     check_placement_groups(&mut checker, input).await;
     check_security_groups(&mut checker, input).await;
     check_instance_profiles(&mut checker, input).await;
-    checker.problems
+    Outcome {
+        problems: checker.problems,
+        architectures: checker.architectures,
+    }
 }
 
 /// The availability zone of every subnet the node types use; missing subnets are problems.
@@ -217,9 +238,10 @@ fn missing_subnet(checker: &mut Checker<'_>, node_type: &str, subnet: &str) {
 async fn check_node_type(
     checker: &mut Checker<'_>,
     node_type: &NodeTypeCheck<'_>,
+    input: &Input<'_>,
     zones: &BTreeMap<String, String>,
-    provider_zones: &[String],
 ) {
+    let provider_zones = &input.availability_zones;
     let name = node_type.name;
     let config = node_type.config;
     let region = checker.clients.region.clone();
@@ -271,6 +293,23 @@ async fn check_node_type(
                 "pick one from `rayefa instance-types --efa`".into(),
             ),
             TypeLookup::Found(row) => {
+                checker
+                    .architectures
+                    .insert(name.to_owned(), row.architectures.clone());
+                if let Err(missing) =
+                    agent_package::choose(input.agent_packages, &row.architectures)
+                {
+                    checker.finding(
+                        Some(name),
+                        "agent-package",
+                        format!("{instance_type}: {missing}"),
+                        format!(
+                            "add rayefa.agent_package.{} (url and sha256 of the package built \
+                             for it), or use an instance type of another architecture",
+                            missing.architectures.first().map_or("ARCH", String::as_str)
+                        ),
+                    );
+                }
                 check_type_abilities(checker, name, config, &row);
                 for zone in &used_zones {
                     check_offering(checker, name, instance_type, zone).await;
@@ -282,7 +321,7 @@ async fn check_node_type(
         }
     }
 
-    if node_type.user_data_len > USER_DATA_LIMIT {
+    if !fits_ec2(node_type.user_data_len) {
         checker.finding(
             Some(name),
             "user-data",
@@ -301,6 +340,9 @@ fn check_type_abilities(
     config: &NodeConfig,
     row: &InstanceTypeRow,
 ) {
+    for (problem, fix) in efa_layout_problems(config.network_interfaces(), row) {
+        checker.finding(Some(name), "efa-layout", problem, fix);
+    }
     let wanted = config.efa_interfaces();
     if wanted == 0 {
         return;
@@ -327,6 +369,66 @@ fn check_type_abilities(
             ),
         );
     }
+}
+
+/// The network interface layouts AWS refuses at launch, as (problem, fix): a network card
+/// index the type does not have, more than one EFA (`efa` or `efa-only`) on one network card,
+/// and an `efa-only` primary interface (network card 0, device 0), which can carry no IP
+/// traffic. A missing index is 0, as RunInstances takes it.
+pub(crate) fn efa_layout_problems(
+    interfaces: &[InstanceNetworkInterfaceSpecification],
+    row: &InstanceTypeRow,
+) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let instance_type = &row.instance_type;
+    let mut efa_on_card: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (at, interface) in interfaces.iter().enumerate() {
+        let card = interface.network_card_index().unwrap_or(0);
+        let device = interface.device_index().unwrap_or(0);
+        let kind = interface.interface_type().unwrap_or("interface");
+        if card < 0 || card >= row.network_cards {
+            problems.push((
+                format!(
+                    "NetworkInterfaces[{at}] has NetworkCardIndex {card}; {instance_type} has {} \
+                     network card(s), indices 0 to {}",
+                    row.network_cards,
+                    row.network_cards - 1
+                ),
+                format!(
+                    "use NetworkCardIndex below {} (`rayefa instance-types` shows the cards), \
+                     or a type with more network cards",
+                    row.network_cards
+                ),
+            ));
+        }
+        if matches!(kind, "efa" | "efa-only") {
+            efa_on_card.entry(card).or_default().push(at);
+        }
+        if card == 0 && device == 0 && kind == "efa-only" {
+            problems.push((
+                format!(
+                    "NetworkInterfaces[{at}] is the primary interface (network card 0, device 0) \
+                     and is efa-only; AWS refuses an efa-only primary interface, which has no IP \
+                     address"
+                ),
+                "make the primary interface `efa` (EFA with IP) and put efa-only interfaces \
+                 on the other network cards"
+                    .into(),
+            ));
+        }
+    }
+    for (card, at) in efa_on_card.iter().filter(|(_, at)| at.len() > 1) {
+        let listed: Vec<String> = at.iter().map(|i| format!("[{i}]")).collect();
+        problems.push((
+            format!(
+                "NetworkInterfaces{} are all EFA interfaces on network card {card}; AWS takes \
+                 one EFA interface per network card",
+                listed.join("")
+            ),
+            "give each EFA interface its own NetworkCardIndex".into(),
+        ));
+    }
+    problems
 }
 
 async fn check_offering(checker: &mut Checker<'_>, name: &str, instance_type: &str, zone: &str) {
@@ -534,6 +636,29 @@ async fn check_instance_profiles(checker: &mut Checker<'_>, input: &Input<'_>) {
             .instance_profile_name(&name)
             .send()
             .await;
+        let answer = match answer {
+            Ok(out) => {
+                let holds_role = out
+                    .instance_profile()
+                    .is_some_and(|p| !p.roles().is_empty());
+                if !holds_role {
+                    checker.finding(
+                        Some(node_type.name),
+                        "instance-profile",
+                        format!(
+                            "instance profile {name} holds no role; the nodes would have no AWS \
+                             credentials (their agents publish their state as EC2 tags with them)"
+                        ),
+                        format!(
+                            "aws iam add-role-to-instance-profile --instance-profile-name {name} \
+                             --role-name ROLE (docs/aws.md, \"Your first cluster\", has the role)"
+                        ),
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = answer {
             let error = ApiError::from_sdk(format!("reading instance profile {name}"), e);
             if error.kind == ErrorKind::NotFound {
@@ -550,5 +675,79 @@ async fn check_instance_profiles(checker: &mut Checker<'_>, input: &Input<'_>) {
                 checker.unchecked(Some(node_type.name), &error);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::InstanceNetworkInterfaceSpecification as Interface;
+
+    fn row(cards: i32) -> InstanceTypeRow {
+        InstanceTypeRow {
+            instance_type: "p4d.24xlarge".into(),
+            architectures: vec!["x86_64".into()],
+            vcpus: 96,
+            cores: 48,
+            memory_gib: 1152.0,
+            efa_supported: true,
+            max_efa_interfaces: 4,
+            network_cards: cards,
+        }
+    }
+
+    fn interface(card: Option<i32>, device: i32, kind: &str) -> Interface {
+        Interface::builder()
+            .set_network_card_index(card)
+            .device_index(device)
+            .interface_type(kind)
+            .build()
+    }
+
+    #[test]
+    fn one_efa_per_card_on_cards_the_type_has_with_an_ip_primary_passes() {
+        let layout = [
+            interface(None, 0, "efa"),
+            interface(Some(1), 1, "efa-only"),
+            interface(Some(2), 1, "efa-only"),
+            interface(Some(3), 1, "efa-only"),
+            interface(Some(1), 2, "interface"),
+        ];
+        assert_eq!(efa_layout_problems(&layout, &row(4)), Vec::new());
+    }
+
+    #[test]
+    fn each_refused_layout_is_named() {
+        let primary = efa_layout_problems(&[interface(Some(0), 0, "efa-only")], &row(4));
+        assert_eq!(primary.len(), 1, "{primary:?}");
+        assert!(primary[0].0.contains("primary interface"), "{primary:?}");
+
+        let beyond = efa_layout_problems(
+            &[interface(None, 0, "efa"), interface(Some(4), 1, "efa-only")],
+            &row(4),
+        );
+        assert_eq!(beyond.len(), 1, "{beyond:?}");
+        assert!(
+            beyond[0]
+                .0
+                .contains("NetworkInterfaces[1] has NetworkCardIndex 4; p4d.24xlarge has 4"),
+            "{beyond:?}"
+        );
+
+        let shared = efa_layout_problems(
+            &[interface(None, 0, "efa"), interface(None, 1, "efa-only")],
+            &row(4),
+        );
+        assert_eq!(shared.len(), 1, "{shared:?}");
+        assert!(
+            shared[0]
+                .0
+                .contains("NetworkInterfaces[0][1] are all EFA interfaces on network card 0"),
+            "{shared:?}"
+        );
+
+        // A second interface that is not EFA may share card 0.
+        let plain = [interface(None, 0, "efa"), interface(None, 1, "interface")];
+        assert!(efa_layout_problems(&plain, &row(1)).is_empty());
     }
 }

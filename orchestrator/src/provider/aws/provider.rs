@@ -11,17 +11,21 @@ use rayefa_wire::{AgentConfigFile, Role};
 use tokio::sync::OnceCell;
 
 use super::AwsError;
+use super::agent_package::{self, NodePackage};
+use super::agent_store::{self, Manifest, Presigner, StoreError};
 use super::client::Clients;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::launch::{self, LaunchSpec};
 use super::node_config::{self, NodeConfig};
 use super::preflight::{self, NodeTypeCheck, Problem};
+use super::s3::S3;
 use super::settings::AwsSettings;
 use super::tags::{self, PublishedState};
 use super::user_data::render_user_data;
 use crate::provider::{
     LaunchRequest, Lifecycle, NodeRecord, Provider, ProviderError, Published, Termination,
 };
+use rayefa_cluster::rayefa::{AgentPackages, AgentStore};
 use rayefa_cluster::render::render_agent_config;
 use rayefa_cluster::{Cluster, Finding};
 
@@ -82,7 +86,64 @@ fn provider_zones(cluster: &Cluster) -> Vec<String> {
 pub(crate) async fn preflight_cluster(cluster: &Cluster) -> Result<Vec<Finding>, AwsError> {
     let clients = Clients::load(cluster.spec.provider.value.region.as_deref()).await?;
     let configs = node_configs_of(cluster)?;
-    run_preflight(&clients, cluster, &configs).await
+    let store = StoreClient::open(cluster).await?;
+    let manifest = match &store {
+        Some(store) => Some(store.manifest().await?),
+        None => None,
+    };
+    let store = store.as_ref().zip(manifest.as_ref());
+    Ok(run_preflight(&clients, cluster, &configs, store).await?.0)
+}
+
+/// The agent store of a cluster file with `rayefa.agent_store`, and the client that reads it.
+#[derive(Debug)]
+struct StoreClient {
+    store: AgentStore,
+    s3: S3,
+}
+
+impl StoreClient {
+    /// The file's store, if it names one (a malformed one was reported by the file's checks).
+    async fn open(cluster: &Cluster) -> Result<Option<StoreClient>, AwsError> {
+        let Some(store) = cluster
+            .spec
+            .rayefa
+            .as_ref()
+            .and_then(|r| r.value.agent_store.as_ref())
+            .and_then(|s| AgentStore::parse(&s.value).ok())
+        else {
+            return Ok(None);
+        };
+        let s3 = S3::load(cluster.spec.provider.value.region.as_deref())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Some(StoreClient { store, s3 }))
+    }
+
+    async fn manifest(&self) -> Result<Manifest, StoreError> {
+        agent_store::read_manifest(&self.s3, &self.store).await
+    }
+
+    /// What a node of an instance type running `architectures` installs, with URLs signed now.
+    async fn node_package(
+        &self,
+        manifest: &Manifest,
+        architectures: &[String],
+    ) -> Result<NodePackage, StoreError> {
+        let (machine, kinds) = agent_store::packages_for(&self.store, manifest, architectures)?;
+        Presigner::new(&self.s3, &self.store)
+            .await?
+            .node_package(machine, kinds)
+    }
+}
+
+/// `rayefa.agent_package`, if the file has one.
+fn agent_packages(cluster: &Cluster) -> Option<&AgentPackages> {
+    cluster
+        .spec
+        .rayefa
+        .as_ref()
+        .and_then(|r| r.value.agent_package.as_ref())
 }
 
 /// A preflight problem as a finding of the cluster file, at its node type's `node_config`.
@@ -107,26 +168,32 @@ fn cluster_finding(cluster: &Cluster, problem: &Problem) -> Finding {
     Finding::error(location, key, problem.message())
 }
 
+/// The findings of preflight, and the architectures of each node type's instance type.
 async fn run_preflight(
     clients: &Clients,
     cluster: &Cluster,
     configs: &BTreeMap<String, NodeConfig>,
-) -> Result<Vec<Finding>, AwsError> {
-    let package = cluster
-        .spec
-        .rayefa
-        .as_ref()
-        .and_then(|r| r.value.agent_package.as_ref());
+    store: Option<(&StoreClient, &Manifest)>,
+) -> Result<(Vec<Finding>, BTreeMap<String, Vec<String>>), AwsError> {
+    let packages = agent_packages(cluster);
+    // Sized with the longest package URLs: the architectures are not known yet.
+    let package = match store {
+        Some((client, manifest)) => Presigner::new(&client.s3, &client.store)
+            .await?
+            .longest(manifest)?,
+        None => agent_package::longest(packages).map(NodePackage::from),
+    };
     let mut checks = Vec::new();
     for (name, config) in configs {
         let role = role_of(cluster, name);
         let head = (role == Role::Worker).then_some(SIZING_HEAD_ADDRESS);
         let agent_config = render_agent_config(cluster, name, role, head);
-        let user_data =
-            render_user_data(package, &agent_config).map_err(|source| AwsError::UserData {
+        let user_data = render_user_data(package.as_ref(), &agent_config).map_err(|source| {
+            AwsError::UserData {
                 node_type: name.clone(),
                 source,
-            })?;
+            }
+        })?;
         checks.push(NodeTypeCheck {
             name,
             config,
@@ -136,12 +203,44 @@ async fn run_preflight(
     let input = preflight::Input {
         node_types: checks,
         availability_zones: provider_zones(cluster),
+        agent_packages: packages,
     };
-    let problems = preflight::preflight(clients, &input).await;
-    Ok(problems
+    let outcome = preflight::preflight(clients, &input).await;
+    let mut findings: Vec<Finding> = outcome
+        .problems
         .iter()
         .map(|p| cluster_finding(cluster, p))
-        .collect())
+        .collect();
+    if let Some((client, manifest)) = store {
+        for name in configs.keys() {
+            let architectures = outcome
+                .architectures
+                .get(name)
+                .map_or(&[][..], Vec::as_slice);
+            if let Err(error) = agent_store::packages_for(&client.store, manifest, architectures) {
+                let location = cluster
+                    .node_type(name)
+                    .map_or(cluster.spec.provider.referenced, |t| {
+                        t.node_config.referenced
+                    });
+                findings.push(Finding::error(
+                    location,
+                    format!("available_node_types.{name}.node_config.InstanceType"),
+                    error.to_string(),
+                ));
+            }
+        }
+    }
+    Ok((findings, outcome.architectures))
+}
+
+/// What preflight found out, once per run.
+#[derive(Debug)]
+struct Checked {
+    /// The architectures of each node type's instance type.
+    architectures: BTreeMap<String, Vec<String>>,
+    /// The agent store's manifest, when the file names a store.
+    manifest: Option<Manifest>,
 }
 
 /// Nodes are EC2 instances.
@@ -155,8 +254,10 @@ pub(crate) struct AwsProvider {
     /// Tags every instance of this run; client tokens derive from it.
     launch_id: String,
     launches: AtomicU32,
-    /// Preflight runs once, before the first launch.
-    checked: OnceCell<()>,
+    /// `rayefa.agent_store`, when the file names one.
+    store: Option<StoreClient>,
+    /// Preflight runs once, before the first launch; it finds each node type's architectures.
+    checked: OnceCell<Checked>,
     subnet_zones: OnceCell<BTreeMap<String, String>>,
 }
 
@@ -172,6 +273,7 @@ impl AwsProvider {
         }
         let configs = node_configs_of(cluster)?;
         let clients = Clients::load(cluster.spec.provider.value.region.as_deref()).await?;
+        let store = StoreClient::open(cluster).await?;
         Ok(AwsProvider {
             clients,
             cluster: cluster.clone(),
@@ -180,17 +282,28 @@ impl AwsProvider {
             agent_port: cluster.settings.agent_port,
             launch_id: format!("{:016x}", fastrand::u64(..)),
             launches: AtomicU32::new(0),
+            store,
             checked: OnceCell::new(),
             subnet_zones: OnceCell::new(),
         })
     }
 
-    async fn ensure_checked(&self) -> Result<(), ProviderError> {
+    /// Runs preflight once (reading the agent store's manifest first, if any).
+    async fn ensure_checked(&self) -> Result<&Checked, ProviderError> {
         self.checked
             .get_or_try_init(|| async {
-                let findings = run_preflight(&self.clients, &self.cluster, &self.configs).await?;
+                let manifest = match &self.store {
+                    Some(store) => Some(store.manifest().await.map_err(AwsError::from)?),
+                    None => None,
+                };
+                let store = self.store.as_ref().zip(manifest.as_ref());
+                let (findings, architectures) =
+                    run_preflight(&self.clients, &self.cluster, &self.configs, store).await?;
                 if findings.is_empty() {
-                    return Ok(());
+                    return Ok(Checked {
+                        architectures,
+                        manifest,
+                    });
                 }
                 let file = self.cluster.display_path();
                 let list: Vec<String> = findings
@@ -204,7 +317,6 @@ impl AwsProvider {
                 )))
             })
             .await
-            .map(|_| ())
     }
 
     async fn zones(&self) -> Result<&BTreeMap<String, String>, ProviderError> {
@@ -241,7 +353,31 @@ impl AwsProvider {
     }
 
     /// The cluster's instances that are not terminated, or the given ones among them.
+    ///
+    /// EC2 is eventually consistent: for a while after RunInstances, DescribeInstances with
+    /// the new instance's id answers `InvalidInstanceID.NotFound`. Then the cluster's listing
+    /// (by tag) is asked instead and the instances it does not show yet are left out.
     async fn describe(&self, ids: Option<Vec<String>>) -> Result<Vec<Instance>, ProviderError> {
+        let Some(ids) = ids else {
+            return Ok(self.describe_listing(None).await?);
+        };
+        match self.describe_listing(Some(ids.clone())).await {
+            Err(error) if error.kind == ErrorKind::NotFound => {
+                tracing::debug!("{error}; EC2 may not list new instances yet");
+                let all = self.describe_listing(None).await?;
+                Ok(all
+                    .into_iter()
+                    .filter(|i| {
+                        i.instance_id()
+                            .is_some_and(|id| ids.iter().any(|x| x == id))
+                    })
+                    .collect())
+            }
+            answer => Ok(answer?),
+        }
+    }
+
+    async fn describe_listing(&self, ids: Option<Vec<String>>) -> Result<Vec<Instance>, ApiError> {
         let states = ["pending", "running", "stopping", "stopped", "shutting-down"];
         let mut request = self
             .clients
@@ -362,20 +498,33 @@ fn lifecycle(instance: &Instance) -> Lifecycle {
 #[async_trait::async_trait]
 impl Provider for AwsProvider {
     async fn launch(&self, request: LaunchRequest<'_>) -> Result<Vec<NodeRecord>, ProviderError> {
-        self.ensure_checked().await?;
+        let checked = self.ensure_checked().await?;
         let config = self.configs.get(request.node_type).ok_or_else(|| {
             ProviderError::Failed(format!(
                 "node type {} is not in available_node_types",
                 request.node_type
             ))
         })?;
-        let package = self
-            .cluster
-            .spec
-            .rayefa
-            .as_ref()
-            .and_then(|r| r.value.agent_package.as_ref());
-        let user_data = render_user_data(package, request.config).map_err(|e| {
+        let type_architectures = checked
+            .architectures
+            .get(request.node_type)
+            .map_or(&[][..], Vec::as_slice);
+        let failed = |e: &dyn std::fmt::Display| {
+            ProviderError::Failed(format!("node type {}: {e}", request.node_type))
+        };
+        // Fresh URLs on every launch, so a scale-out hours after `up` gets working ones.
+        let package = match (&self.store, &checked.manifest) {
+            (Some(store), Some(manifest)) => Some(
+                store
+                    .node_package(manifest, type_architectures)
+                    .await
+                    .map_err(|e| failed(&e))?,
+            ),
+            _ => agent_package::choose(agent_packages(&self.cluster), type_architectures)
+                .map_err(|e| failed(&e))?
+                .map(NodePackage::from),
+        };
+        let user_data = render_user_data(package.as_ref(), request.config).map_err(|e| {
             ProviderError::Failed(format!(
                 "rendering the user data of {}: {e}",
                 request.node_type
@@ -508,15 +657,92 @@ impl From<ApiError> for ProviderError {
     }
 }
 
-/// The agent configuration of a node type as rendered for user data, for `rayefa user-data`.
+/// The user data of a node type carrying the agent configuration `config`, for
+/// `rayefa user-data`. With a package per architecture or an agent store, EC2 is asked which
+/// architecture the node type's instance type runs; the store's URLs are signed now.
 pub(crate) fn node_user_data(
     cluster: &Cluster,
     config: &AgentConfigFile,
 ) -> Result<String, super::user_data::UserDataError> {
-    let package = cluster
-        .spec
-        .rayefa
+    let node_type = config
+        .node
         .as_ref()
-        .and_then(|r| r.value.agent_package.as_ref());
-    render_user_data(package, config)
+        .and_then(|n| n.node_type.clone())
+        .unwrap_or_default();
+    // The command runs on the multi-threaded runtime; these few calls block it.
+    let package = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(node_package(cluster, &node_type))
+    })?;
+    render_user_data(package.as_ref(), config)
+}
+
+/// The package a node of `node_type` installs, for `rayefa user-data`.
+async fn node_package(
+    cluster: &Cluster,
+    node_type: &str,
+) -> Result<Option<NodePackage>, super::user_data::UserDataError> {
+    use super::user_data::UserDataError;
+    let store = StoreClient::open(cluster)
+        .await
+        .map_err(|e| UserDataError::Architecture(e.to_string()))?;
+    if let Some(store) = store {
+        let manifest = store.manifest().await?;
+        let architectures = instance_type_architectures(cluster, node_type).await?;
+        return Ok(Some(store.node_package(&manifest, &architectures).await?));
+    }
+    let packages = agent_packages(cluster);
+    let architectures = match packages {
+        Some(AgentPackages::PerArchitecture(_)) => {
+            instance_type_architectures(cluster, node_type).await?
+        }
+        _ => Vec::new(),
+    };
+    Ok(agent_package::choose(packages, &architectures)?.map(NodePackage::from))
+}
+
+/// The architectures of `node_type`'s instance type, from DescribeInstanceTypes.
+async fn instance_type_architectures(
+    cluster: &Cluster,
+    node_type: &str,
+) -> Result<Vec<String>, super::user_data::UserDataError> {
+    use super::user_data::UserDataError;
+    let configs =
+        node_configs_of(cluster).map_err(|e| UserDataError::Architecture(e.to_string()))?;
+    let instance_type = configs
+        .get(node_type)
+        .and_then(NodeConfig::instance_type)
+        .ok_or_else(|| {
+            UserDataError::Architecture(format!(
+                "node type {node_type} names no InstanceType to choose its agent package by"
+            ))
+        })?
+        .to_owned();
+    let clients = Clients::load(cluster.spec.provider.value.region.as_deref())
+        .await
+        .map_err(|e| UserDataError::Architecture(e.to_string()))?;
+    let out = clients
+        .ec2
+        .describe_instance_types()
+        .instance_types(aws_sdk_ec2::types::InstanceType::from(
+            instance_type.as_str(),
+        ))
+        .send()
+        .await
+        .map_err(|e| {
+            UserDataError::Architecture(
+                ApiError::from_sdk(format!("describing instance type {instance_type}"), e)
+                    .to_string(),
+            )
+        })?;
+    Ok(out
+        .instance_types()
+        .first()
+        .and_then(|info| info.processor_info())
+        .map(|p| {
+            p.supported_architectures()
+                .iter()
+                .map(|a| a.as_str().to_owned())
+                .collect()
+        })
+        .unwrap_or_default())
 }

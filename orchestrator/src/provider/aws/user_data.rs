@@ -5,13 +5,18 @@
 
 use rayefa_wire::AgentConfigFile;
 
-use rayefa_cluster::rayefa::AgentPackage;
+use super::agent_package::{Download, NodePackage, PackageSource};
 
 /// The script, with `@NAME@` placeholders.
 const TEMPLATE: &str = include_str!("user_data.sh");
 
-/// EC2's limit on user data, in bytes before base64.
+/// EC2's limit on user data, in bytes before base64: 16 KiB exactly.
 pub(crate) const USER_DATA_LIMIT: usize = 16 * 1024;
+
+/// Whether user data of `len` bytes (before base64) fits EC2's limit.
+pub(crate) fn fits_ec2(len: usize) -> bool {
+    len <= USER_DATA_LIMIT
+}
 
 /// The here-document delimiter around the agent configuration; a longer one is chosen when a
 /// line of the configuration happens to equal it.
@@ -23,12 +28,23 @@ pub(crate) enum UserDataError {
     /// The agent configuration has a value TOML cannot hold.
     #[error("rendering the agent configuration as TOML: {0}")]
     Toml(#[from] toml::ser::Error),
+    /// No agent package fits the node type's architecture.
+    #[error(transparent)]
+    NoPackage(#[from] super::agent_package::NoPackage),
+    /// The agent store could not be read or has no package for the node.
+    #[error(transparent)]
+    Store(#[from] super::agent_store::StoreError),
+    /// The node type's architecture could not be found out.
+    #[error("choosing the agent package by architecture: {0}")]
+    Architecture(String),
 }
 
 /// The user data of a node whose agent configuration is `config`, installing `package` (or
-/// relying on an agent already on the image when there is none).
+/// relying on an agent already on the image when there is none). A package chosen for an
+/// architecture is installed only on a node whose `uname -m` is that architecture; with a
+/// package per kind (the store's), the node takes the kind its OS installs.
 pub(crate) fn render_user_data(
-    package: Option<&AgentPackage>,
+    package: Option<&NodePackage>,
     config: &AgentConfigFile,
 ) -> Result<String, UserDataError> {
     let mut toml = toml::to_string(config)?;
@@ -46,13 +62,29 @@ pub(crate) fn render_user_data(
         node.and_then(|n| n.node_type.as_deref()).unwrap_or("?"),
         node.and_then(|n| n.role).map_or("?", |r| r.as_str()),
     );
-    let (url, sha256) = package.map_or(("", ""), |p| {
-        (p.url.value.as_str(), p.sha256.value.as_str())
-    });
+    let quoted = |download: Option<&Download>| match download {
+        Some(d) => (
+            shell_quote(&d.url),
+            shell_quote(&d.sha256.to_ascii_lowercase()),
+        ),
+        None => (shell_quote(""), shell_quote("")),
+    };
+    let (any, rpm, deb) = match package.map(|p| &p.source) {
+        None => (None, None, None),
+        Some(PackageSource::Any(download)) => (Some(download), None, None),
+        Some(PackageSource::ByKind { rpm, deb }) => (None, rpm.as_ref(), deb.as_ref()),
+    };
+    let (any, rpm, deb) = (quoted(any), quoted(rpm), quoted(deb));
+    let machine = package.and_then(|p| p.machine.as_deref()).unwrap_or("");
     let values = [
         ("NODE", one_line(&describe)),
-        ("URL", shell_quote(url)),
-        ("SHA256", shell_quote(&sha256.to_ascii_lowercase())),
+        ("URL", any.0),
+        ("SHA256", any.1),
+        ("RPM_URL", rpm.0),
+        ("RPM_SHA256", rpm.1),
+        ("DEB_URL", deb.0),
+        ("DEB_SHA256", deb.1),
+        ("MACHINE", shell_quote(machine)),
         ("EOF", delimiter),
         ("TOML", toml),
     ];
@@ -103,6 +135,8 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::aws::agent_package;
+    use rayefa_cluster::rayefa::AgentPackages;
     use rayefa_wire::{CommandsSection, NodeSection, Role};
 
     fn config_with_setup(setup: Vec<String>) -> AgentConfigFile {
@@ -148,6 +182,26 @@ mod tests {
     }
 
     #[test]
+    fn the_size_limit_is_ec2s_16_kib_before_base64() {
+        assert!(fits_ec2(16_384));
+        assert!(!fits_ec2(16_385));
+    }
+
+    #[test]
+    fn apt_waits_for_the_dpkg_lock_like_the_agent() {
+        let script = render_user_data(None, &config_with_setup(vec![])).expect("renders");
+        let apt: Vec<&str> = script
+            .lines()
+            .filter(|l| l.contains("apt-get") && !l.trim_start().starts_with('#'))
+            .filter(|l| !l.contains("fail "))
+            .collect();
+        assert!(!apt.is_empty());
+        for line in apt {
+            assert!(line.contains("-o DPkg::Lock::Timeout=300"), "{line}");
+        }
+    }
+
+    #[test]
     fn placeholders_are_filled_once() {
         let values = [("A", "@B@".to_owned()), ("B", "b".to_owned())];
         assert_eq!(fill("x@A@y@B@z@C@ @", &values), "x@B@ybz@C@ @");
@@ -163,9 +217,61 @@ mod tests {
     #[test]
     fn the_package_is_pinned_and_quoted() {
         let yaml = "url: https://example.invalid/it's.rpm\nsha256: ABCDEF\n";
-        let package: AgentPackage = serde_saphyr::from_str(yaml).expect("package");
-        let script = render_user_data(Some(&package), &config_with_setup(vec![])).expect("ok");
+        let packages: AgentPackages = serde_saphyr::from_str(yaml).expect("package");
+        let chosen = agent_package::choose(Some(&packages), &["x86_64".into()])
+            .expect("fits")
+            .expect("a package");
+        let script =
+            render_user_data(Some(&chosen.into()), &config_with_setup(vec![])).expect("ok");
         assert!(script.contains(r"url='https://example.invalid/it'\''s.rpm'"));
         assert!(script.contains("sha256='abcdef'"));
+        assert!(
+            script.contains("machine=''\n"),
+            "the single form names no architecture"
+        );
+
+        let yaml = "aarch64: {url: 'https://example.invalid/arm.rpm', sha256: ABCDEF}\n";
+        let packages: AgentPackages = serde_saphyr::from_str(yaml).expect("package");
+        let chosen = agent_package::choose(Some(&packages), &["arm64".into()])
+            .expect("fits")
+            .expect("a package");
+        let script =
+            render_user_data(Some(&chosen.into()), &config_with_setup(vec![])).expect("ok");
+        assert!(script.contains("machine='aarch64'\n"));
+    }
+
+    #[test]
+    fn the_stores_packages_are_offered_by_kind() {
+        let package = NodePackage {
+            machine: Some("x86_64".into()),
+            source: PackageSource::ByKind {
+                rpm: Some(Download {
+                    url: "https://b.s3.r.amazonaws.com/p/a.rpm?X-Amz-Signature=1&a=b".into(),
+                    sha256: "AA".into(),
+                }),
+                deb: None,
+            },
+        };
+        let script = render_user_data(Some(&package), &config_with_setup(vec![])).expect("ok");
+        for line in [
+            "url=''\n",
+            "sha256=''\n",
+            "rpm_url='https://b.s3.r.amazonaws.com/p/a.rpm?X-Amz-Signature=1&a=b'\n",
+            "rpm_sha256='aa'\n",
+            "deb_url=''\n",
+            "machine='x86_64'\n",
+        ] {
+            assert!(script.contains(line), "{line} in\n{script}");
+        }
+        let printed: Vec<&str> = script
+            .lines()
+            .filter_map(|l| l.split_once("say \"").or_else(|| l.split_once("fail \"")))
+            .map(|(_, message)| message)
+            .filter(|message| message.contains("$url"))
+            .collect();
+        assert!(
+            printed.is_empty(),
+            "the URL's query is never printed: {printed:?}"
+        );
     }
 }

@@ -52,6 +52,12 @@ impl LocalProvider {
             Some(dir) => base.join(dir),
             None => state_dir()?.join("clusters").join(cluster.name()),
         };
+        // Agents run in their node's directory, and a node's processes are recognised by its
+        // directory's path: one absolute spelling, whatever directory rayefa runs from.
+        let cluster_dir = absolute(&cluster_dir).map_err(|source| ProviderError::Io {
+            context: format!("resolving {}", cluster_dir.display()),
+            source,
+        })?;
         let first_address = match &local.first_address {
             Some(text) => parse_loopback(&text.value).map_err(|message| {
                 ProviderError::Failed(format!(
@@ -172,7 +178,7 @@ impl Provider for LocalProvider {
                 context: format!("creating {}", dir.root().display()),
                 source,
             })?;
-            let config = local_config(request.config, SocketAddr::from((address, self.port)));
+            let config = local_config(request.config, address, self.port);
             let text = toml::to_string(&config).map_err(|e| {
                 ProviderError::Failed(format!("rendering the agent configuration of {id}: {e}"))
             })?;
@@ -241,7 +247,9 @@ impl Provider for LocalProvider {
             let grace = self.stop_grace;
             let id = node.id.clone();
             stops.spawn(async move {
-                let outcome = match dir.read() {
+                let record = dir.read();
+                let session = record.as_ref().ok().map(|file| file.pid);
+                let outcome = match record {
                     Ok(file) => match process::stop(&file.process(), &dir.config(), grace).await {
                         Stopped::AlreadyGone => "was not running".to_owned(),
                         Stopped::Terminated(after) => {
@@ -254,6 +262,8 @@ impl Provider for LocalProvider {
                     },
                     Err(e) => format!("had no readable record ({e})"),
                 };
+                let others = process::stop_marked(&dir.dir, session, grace).await;
+                let outcome = format!("{outcome}{}", others.describe());
                 let removed = std::fs::remove_dir_all(&dir.dir);
                 let outcome = match removed {
                     Ok(()) => outcome,
@@ -294,17 +304,59 @@ impl LocalProvider {
 }
 
 /// The rendered configuration with what differs on this machine: the node's own listen
-/// address, no instance metadata service, and no step that changes the host.
-fn local_config(rendered: &AgentConfigFile, listen: SocketAddr) -> AgentConfigFile {
+/// address (also given to commands as [`NODE_ADDRESS_ENV`], since every node shares the
+/// machine's interfaces), commands run as whoever runs rayefa (not `auth.ssh_user`: switching
+/// users would need root and that user on this machine), no instance metadata service, and no
+/// step that changes the host.
+fn local_config(rendered: &AgentConfigFile, address: Ipv4Addr, port: u16) -> AgentConfigFile {
     let mut config = rendered.clone();
+    config
+        .environment
+        .get_or_insert_with(Default::default)
+        .insert(NODE_ADDRESS_ENV.to_owned(), address.to_string());
+    if let Some(commands) = config.commands.as_mut() {
+        commands.user = None;
+    }
     let agent = config.agent.get_or_insert_with(AgentSection::default);
-    agent.listen = Some(listen.to_string());
+    agent.listen = Some(SocketAddr::from((address, port)).to_string());
     agent.imds = Some(false);
     let steps = config.steps.get_or_insert_with(StepsSection::default);
     for step in [&mut steps.grow_root, &mut steps.install_efa] {
         step.get_or_insert_with(StepSection::default).enabled = Some(false);
     }
     config
+}
+
+/// The loopback address of a local node, in its commands' environment: what `ray start
+/// --node-ip-address` needs when several Ray nodes share one machine.
+pub(crate) const NODE_ADDRESS_ENV: &str = "RAYEFA_NODE_ADDRESS";
+
+/// `path` made absolute against the current directory, with `.` and `..` resolved by name and
+/// symbolic links in its existing ancestors resolved by the file system.
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    let mut clean = PathBuf::new();
+    for part in std::path::absolute(path)?.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    // The longest existing ancestor, canonicalised, then the rest as written.
+    let mut existing = clean.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        let Some(parent) = existing.parent() else {
+            return Ok(clean);
+        };
+        rest.push(existing.file_name().unwrap_or_default().to_owned());
+        existing = parent;
+    }
+    let mut resolved = existing.canonicalize()?;
+    resolved.extend(rest.iter().rev());
+    Ok(resolved)
 }
 
 /// `$RAYEFA_STATE_DIR`, else `$XDG_STATE_HOME/rayefa`, else `~/.local/state/rayefa`.
@@ -386,6 +438,10 @@ mod tests {
     #[test]
     fn the_local_configuration_turns_off_host_changes_and_metadata() {
         let rendered = AgentConfigFile {
+            commands: Some(rayefa_wire::CommandsSection {
+                user: Some("ubuntu".into()),
+                ..Default::default()
+            }),
             steps: Some(StepsSection {
                 install_ray: Some(StepSection {
                     enabled: Some(false),
@@ -395,7 +451,10 @@ mod tests {
             }),
             ..AgentConfigFile::default()
         };
-        let config = local_config(&rendered, "127.0.9.3:8700".parse().expect("addr"));
+        let config = local_config(&rendered, Ipv4Addr::new(127, 0, 9, 3), 8700);
+        let environment = config.environment.expect("environment");
+        assert_eq!(environment[NODE_ADDRESS_ENV], "127.0.9.3");
+        assert_eq!(config.commands.expect("commands").user, None);
         let agent = config.agent.expect("agent");
         assert_eq!(agent.listen.as_deref(), Some("127.0.9.3:8700"));
         assert_eq!(agent.imds, Some(false));
@@ -404,5 +463,25 @@ mod tests {
         assert_eq!(steps.install_efa.and_then(|s| s.enabled), Some(false));
         assert_eq!(steps.install_ray.and_then(|s| s.enabled), Some(false));
         assert_eq!(steps.probe_efa, None);
+    }
+
+    #[test]
+    fn cluster_directories_get_one_absolute_spelling() {
+        let scratch = tempfile::tempdir().expect("scratch");
+        let real = scratch.path().canonicalize().expect("canonical");
+        std::fs::create_dir(real.join("examples")).expect("examples");
+        std::os::unix::fs::symlink(real.join("examples"), real.join("linked")).expect("link");
+        let spelled = real.join("linked/./../examples/../target/ray");
+        assert_eq!(
+            absolute(&spelled).expect("absolute"),
+            real.join("target/ray")
+        );
+        let through_link = real.join("linked/nodes");
+        assert_eq!(
+            absolute(&through_link).expect("absolute"),
+            real.join("examples/nodes")
+        );
+        let relative = absolute(Path::new("some/dir")).expect("absolute");
+        assert!(relative.is_absolute() && relative.ends_with("some/dir"));
     }
 }

@@ -12,10 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+/// Set in every agent's environment to its node directory, and inherited by everything the
+/// agent starts: with the agent's session, how `down` finds the processes a node left running
+/// (Ray's daemons, which `ray start` leaves in process groups of their own) without touching
+/// anything else.
+pub(crate) const NODE_MARKER_ENV: &str = "RAYEFA_LOCAL_NODE";
 
 /// What a process looks like in `/proc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,7 @@ pub(crate) fn spawn_agent(command: &AgentCommand<'_>) -> io::Result<ProcessIdent
         .arg("--root")
         .arg(command.root)
         .current_dir(command.dir)
+        .env(NODE_MARKER_ENV, command.dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -145,6 +151,12 @@ fn parse_stat(stat: &str) -> Option<(char, u64)> {
     Some((state, started))
 }
 
+/// The session id (field 6) of a `/proc/<pid>/stat` line.
+fn session_of(stat: &str) -> Option<i32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// How stopping one agent ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stopped {
@@ -157,42 +169,118 @@ pub(crate) enum Stopped {
 }
 
 /// Stops the agent: SIGTERM, up to `grace` for it to exit, then SIGKILL to its whole
-/// session's process group. Whatever the agent started in its group (Ray's processes) is
-/// stopped after it the same way.
+/// session's process group. Whatever the agent started (the processes carrying the node's
+/// marker, Ray's among them) is stopped after it the same way; [`stop_marked`] says how many.
 pub(crate) async fn stop(identity: &ProcessIdentity, config: &Path, grace: Duration) -> Stopped {
     if liveness(identity, config) != Liveness::Running {
-        stop_group(identity.pid, grace).await;
         return Stopped::AlreadyGone;
     }
     let pid = Pid::from_raw(identity.pid);
     let started = Instant::now();
     let _ = kill(pid, Signal::SIGTERM);
-    let outcome = if wait_gone(identity, config, grace).await {
+    if wait_gone(identity, config, grace).await {
         Stopped::Terminated(started.elapsed())
     } else {
         let _ = killpg(pid, Signal::SIGKILL);
         wait_gone(identity, config, Duration::from_secs(5)).await;
         Stopped::Killed
-    };
-    stop_group(identity.pid, grace).await;
-    outcome
+    }
 }
 
-/// Stops what is left in the agent's process group (its pgid is its pid, from setsid).
-async fn stop_group(pgid: i32, grace: Duration) {
-    let group = Pid::from_raw(pgid);
-    if killpg(group, None) == Err(Errno::ESRCH) {
-        return;
-    }
-    let _ = killpg(group, Signal::SIGTERM);
+/// Stops every process of a node: those that carry `node_dir` as their [`NODE_MARKER_ENV`],
+/// and those in the agent's `session` (a process that renames itself, as Ray's do with
+/// setproctitle, may overwrite its environment; it cannot leave its session without
+/// `setsid`). SIGTERM, up to `grace` for them to exit, then SIGKILL; processes started
+/// meanwhile are found by the next look and get the same.
+///
+/// A session id cannot name another session while any process of ours is in it: Linux does
+/// not reuse a pid that is still some process's session id.
+pub(crate) async fn stop_marked(
+    node_dir: &Path,
+    session: Option<i32>,
+    grace: Duration,
+) -> StoppedProcesses {
+    /// How long SIGKILL is given to empty the process table of marked processes.
+    const KILL_LIMIT: Duration = Duration::from_secs(5);
+    let mut signalled = std::collections::BTreeSet::new();
+    let mut killed = std::collections::BTreeSet::new();
     let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if killpg(group, None) == Err(Errno::ESRCH) {
-            return;
+    loop {
+        let live = marked_processes(node_dir, session);
+        if live.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        for pid in live {
+            if now >= deadline {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                signalled.insert(pid);
+                killed.insert(pid);
+            } else if signalled.insert(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        if now >= deadline + KILL_LIMIT {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = killpg(group, Signal::SIGKILL);
+    StoppedProcesses {
+        stopped: signalled.len(),
+        killed: killed.len(),
+    }
+}
+
+/// What [`stop_marked`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoppedProcesses {
+    /// Processes signalled.
+    pub(crate) stopped: usize,
+    /// Of those, the ones still there after the grace period and killed with SIGKILL.
+    pub(crate) killed: usize,
+}
+
+impl StoppedProcesses {
+    /// `; 7 processes it had started stopped too (2 with SIGKILL)`, or nothing.
+    pub(crate) fn describe(self) -> String {
+        let killed = match self.killed {
+            0 => String::new(),
+            n => format!(" ({n} with SIGKILL, after the grace period)"),
+        };
+        match self.stopped {
+            0 => String::new(),
+            1 => format!("; 1 process it had started stopped too{killed}"),
+            n => format!("; {n} processes it had started stopped too{killed}"),
+        }
+    }
+}
+
+/// The live processes (not zombies, not this one) whose environment marks them as started
+/// for `node_dir`, or that are in `session`.
+fn marked_processes(node_dir: &Path, session: Option<i32>) -> Vec<i32> {
+    let mut wanted = format!("{NODE_MARKER_ENV}=").into_bytes();
+    wanted.extend_from_slice(node_dir.as_os_str().as_encoded_bytes());
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != own)
+        .filter(|pid| {
+            // A process that exits meanwhile, or another user's, cannot be read: not ours.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            if parse_stat(&stat).is_none_or(|(state, _)| state == 'Z') {
+                return false;
+            }
+            session.is_some_and(|s| session_of(&stat) == Some(s))
+                || std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == wanted))
+        })
+        .filter_map(|pid| i32::try_from(pid).ok())
+        .collect()
 }
 
 /// Waits up to `limit` for the agent to be gone; true if it is.
@@ -260,6 +348,7 @@ mod tests {
         let stat =
             "4242 (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_stat(stat), Some(('S', 987_654)));
+        assert_eq!(session_of(stat), Some(4242));
     }
 
     #[test]
@@ -284,5 +373,75 @@ mod tests {
             liveness(&me, Path::new("/not/this/config.toml")),
             Liveness::Gone(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn only_the_processes_marked_for_the_node_are_stopped() {
+        let node = tempfile::tempdir().expect("node dir");
+        let other = tempfile::tempdir().expect("another node's dir");
+        let spawn = |marker: &Path, script: &str| {
+            let mut command = Command::new("bash");
+            command
+                .args(["-c", script])
+                .env(NODE_MARKER_ENV, marker)
+                .process_group(0);
+            command.spawn().expect("spawn")
+        };
+        // One that leaves on SIGTERM, one that must be killed, one of another node.
+        let mut polite = spawn(node.path(), "exec sleep 30");
+        let mut stubborn = spawn(node.path(), "trap '' TERM; while :; do sleep 0.05; done");
+        let mut bystander = spawn(other.path(), "exec sleep 30");
+        // Let bash install its trap before the signal comes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let stopped = stop_marked(node.path(), None, Duration::from_millis(500)).await;
+
+        assert!(stopped.stopped >= 2 && stopped.killed >= 1, "{stopped:?}");
+        assert!(polite.wait().expect("wait").code().is_none(), "by a signal");
+        assert!(
+            stubborn.wait().expect("wait").code().is_none(),
+            "by a signal"
+        );
+        assert_eq!(bystander.try_wait().expect("try_wait"), None, "still runs");
+        assert!(marked_processes(node.path(), None).is_empty());
+        assert_eq!(
+            stop_marked(node.path(), None, Duration::from_millis(100))
+                .await
+                .describe(),
+            ""
+        );
+        bystander.kill().expect("kill");
+        bystander.wait().expect("wait");
+    }
+
+    #[tokio::test]
+    async fn the_agents_session_is_stopped_even_where_the_marker_was_erased() {
+        let node = tempfile::tempdir().expect("node dir");
+        // A session leader without the marker stands in for the agent, and its child for a
+        // Ray daemon whose setproctitle overwrote its environment.
+        let mut command = Command::new("bash");
+        command
+            .args(["-c", "sleep 30 & wait"])
+            .env_remove(NODE_MARKER_ENV);
+        // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        }
+        let mut leader = command.spawn().expect("spawn");
+        let session = i32::try_from(leader.id()).expect("pid");
+        let mut bystander = Command::new("sleep").arg("30").spawn().expect("spawn");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let stopped = stop_marked(node.path(), Some(session), Duration::from_secs(2)).await;
+
+        assert_eq!(
+            stopped.describe(),
+            "; 2 processes it had started stopped too",
+            "bash and its sleep"
+        );
+        assert!(leader.wait().expect("wait").code().is_none(), "by a signal");
+        assert_eq!(bystander.try_wait().expect("try_wait"), None, "still runs");
+        bystander.kill().expect("kill");
+        bystander.wait().expect("wait");
     }
 }

@@ -1,0 +1,122 @@
+//! The second local example with real Ray: `examples/local-ray-cluster.yaml` brought up by the
+//! real `rayefa` with real agents, which install Ray from PyPI and start it; the head's Ray
+//! then lists three nodes, and `down` leaves no Ray process behind.
+//!
+//! Needs PyPI and a Python with venv, so it runs with the suites (`--ignored`), not with the
+//! unit tests. The agent binary must be built first, as for `local_cluster`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+fn rayefa(file: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rayefa"))
+        .args(args)
+        .arg(file)
+        .env_remove("RAYEFA_AGENT")
+        .output()
+        .expect("rayefa runs")
+}
+
+/// Processes whose environment names a directory below `dir` as their node.
+fn processes_of(dir: &Path) -> Vec<String> {
+    let wanted = format!("RAYEFA_LOCAL_NODE={}", dir.display());
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|var| var.starts_with(wanted.as_bytes()))
+            })
+        })
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "installs Ray from PyPI; run with the suites"]
+fn the_local_ray_example_brings_up_a_three_node_ray_cluster() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/local-ray-cluster.yaml");
+    let text = std::fs::read_to_string(&example).expect("the example");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let cluster_dir = scratch
+        .path()
+        .canonicalize()
+        .expect("canonical")
+        .join("cluster");
+    let setting = "cluster_dir: ../target/ray-local-real";
+    assert!(text.contains(setting), "the example moved its cluster_dir");
+    let file = scratch.path().join("local-ray-cluster.yaml");
+    std::fs::write(
+        &file,
+        text.replace(setting, &format!("cluster_dir: {}", cluster_dir.display())),
+    )
+    .expect("cluster file");
+
+    let started = Instant::now();
+    let up = rayefa(&file, &["up", "--output", "json"]);
+    let up_took = started.elapsed();
+    let report: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap_or_else(|e| {
+        panic!(
+            "up printed no JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&up.stdout),
+            String::from_utf8_lossy(&up.stderr)
+        )
+    });
+    let down_anyway = scopeguard(&file);
+    assert_eq!(up.status.code(), Some(0), "{report:#}");
+    let head = report["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["role"] == "head")
+        .expect("a head");
+    let address = head["address"].as_str().expect("address");
+
+    let ray = cluster_dir.join("nodes/head-0/root/opt/rayefa/venv/bin/ray");
+    let status = Command::new(&ray)
+        .args(["status", "--address", &format!("{address}:6379")])
+        .output()
+        .expect("ray status runs");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let active = text
+        .split("Active:")
+        .nth(1)
+        .and_then(|rest| rest.split("Pending:").next())
+        .expect("an Active section");
+    assert_eq!(active.matches(" node_").count(), 3, "{text}");
+    assert!(text.contains("0.0/2.0 CPU"), "{text}");
+    eprintln!("up to three Ray nodes: {:.1} s", up_took.as_secs_f64());
+
+    drop(down_anyway);
+    let left = processes_of(&cluster_dir);
+    assert!(left.is_empty(), "still running after down: {left:#?}");
+}
+
+/// Takes the cluster down when dropped, whether the test passed or not.
+fn scopeguard(file: &Path) -> impl Drop + '_ {
+    struct Down<'a>(&'a Path);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let down = rayefa(self.0, &["down"]);
+            assert!(
+                down.status.success() || std::thread::panicking(),
+                "down: {}",
+                String::from_utf8_lossy(&down.stdout)
+            );
+        }
+    }
+    Down(file)
+}
