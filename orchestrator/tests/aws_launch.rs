@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use rayefa_wire::AgentConfigFile;
-use support::aws_fleet::{Fleet, Machine};
+use support::aws_fleet::{Fleet, Machine, run_as_user_data};
 use support::aws_proxy::{Fault, Recorded};
 use support::aws_world::{Omit, SEED_CLUSTER_FILE, World};
 
@@ -587,20 +587,7 @@ fn each_node_gets_the_agent_package_of_its_architecture() {
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).expect("bin");
     rayefa_test_support::files::write_executable(&bin.join("uname"), "#!/bin/sh\necho x86_64\n");
-    std::fs::write(dir.path().join("user-data"), &worker).expect("user data");
-    let out = std::process::Command::new("bash")
-        .arg(dir.path().join("user-data"))
-        .env("RAYEFA_ROOT", dir.path())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .expect("bash");
+    let out = run_as_user_data(&worker, dir.path(), dir.path(), &bin);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

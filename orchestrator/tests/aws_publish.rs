@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use base64::Engine;
 use rayefa_test_support::files::write_executable;
 use rayefa_test_support::sha256_hex;
-use support::aws_fleet::{Fleet, Machine};
+use support::aws_fleet::{Fleet, Machine, run_as_user_data};
 use support::aws_proxy::Fault;
 use support::aws_world::{Omit, REGION, Run, SEED_CLUSTER_FILE, World};
 
@@ -118,21 +118,7 @@ fn boot(world: &World, script: &str) -> (std::process::Output, String) {
         &bin.join("systemctl"),
         format!("#!/bin/bash\necho \"systemctl $*\" >> {}\n", log.display()),
     );
-    std::fs::write(dir.join("user-data"), script).expect("user data");
-    let output = std::process::Command::new("bash")
-        .arg(dir.join("user-data"))
-        .env("RAYEFA_ROOT", &root)
-        .env("TMPDIR", root.join("tmp"))
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .expect("running bash");
+    let output = run_as_user_data(script, &dir, &root, &bin);
     (output, std::fs::read_to_string(log).unwrap_or_default())
 }
 

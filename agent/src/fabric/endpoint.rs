@@ -652,34 +652,7 @@ impl Libfabric {
                 domain.mode = !0;
             }
         }
-        let mut found: *mut sys::fi_info = ptr::null_mut();
-        // SAFETY: as in `getinfo`: complete hints, a NUL-terminated node (FI_SOURCE: a local
-        // address to open on) or NULL, NULL service, a place for the list.
-        let rc = unsafe {
-            (self.fns.getinfo)(
-                self.api_version(),
-                node.as_ref().map_or(ptr::null(), |n| n.as_ptr()),
-                ptr::null(),
-                if node.is_some() { sys::FI_SOURCE } else { 0 },
-                hints.head,
-                &mut found,
-            )
-        };
-        let list = InfoList {
-            head: found,
-            lib: self,
-        };
-        drop(hints);
-        if rc == -(sys::FI_ENODATA as c_int) || (rc == 0 && list.head.is_null()) {
-            return Err(FabricError::NoProvider {
-                provider: Some(provider.to_owned()),
-                text: self.strerror(sys::FI_ENODATA as c_int),
-            });
-        }
-        if rc != 0 {
-            return Err(self.call_error("fi_getinfo", rc as isize));
-        }
-        Ok(list)
+        self.getinfo_list(hints, node.as_deref(), Some(provider.to_owned()))
     }
 
     /// The error of a call that answered the negative fi_errno `rc`.

@@ -38,16 +38,36 @@ impl Libfabric {
     /// `fi_getinfo` with the permissive hints `fi_info` uses, filtered as `query` says, every
     /// entry copied out.
     pub(crate) fn getinfo(&self, query: &FabricQuery) -> Result<Vec<FabricEntry>, FabricError> {
-        let hints = self.hints(query)?;
+        let list = self.getinfo_list(self.hints(query)?, None, query.provider.clone())?;
+        let mut entries = Vec::new();
+        let mut node = list.head.cast_const();
+        while !node.is_null() {
+            // SAFETY: `node` is an element of the list fi_getinfo returned, which `list` keeps
+            // alive until after this loop; libfabric does not touch it meanwhile.
+            let info = unsafe { &*node };
+            entries.push(self.entry(info));
+            node = info.next.cast_const();
+        }
+        Ok(entries)
+    }
+
+    /// `fi_getinfo` with `hints` (freed here) and, when given, `node`: a local address to open
+    /// on (FI_SOURCE). Nothing found is [`FabricError::NoProvider`] naming `provider`.
+    pub(super) fn getinfo_list<'lib>(
+        &'lib self,
+        hints: InfoList<'lib>,
+        node: Option<&CStr>,
+        provider: Option<String>,
+    ) -> Result<InfoList<'lib>, FabricError> {
         let mut found: *mut sys::fi_info = ptr::null_mut();
-        // SAFETY: `hints` is a complete fi_info from this library's fi_dupinfo; node and
-        // service may be NULL; `found` is a valid place for the result list.
+        // SAFETY: `hints` is a complete fi_info from this library's fi_dupinfo; `node` is NULL
+        // or NUL-terminated, the service NULL; `found` is a valid place for the result list.
         let rc = unsafe {
             (self.fns.getinfo)(
                 self.api_version(),
+                node.map_or(ptr::null(), CStr::as_ptr),
                 ptr::null(),
-                ptr::null(),
-                0,
+                if node.is_some() { sys::FI_SOURCE } else { 0 },
                 hints.head,
                 &mut found,
             )
@@ -59,27 +79,14 @@ impl Libfabric {
         drop(hints);
         if rc == -(sys::FI_ENODATA as c_int) || (rc == 0 && list.head.is_null()) {
             return Err(FabricError::NoProvider {
-                provider: query.provider.clone(),
+                provider,
                 text: self.strerror(sys::FI_ENODATA as c_int),
             });
         }
         if rc != 0 {
-            return Err(FabricError::Call {
-                function: "fi_getinfo",
-                code: rc,
-                text: self.strerror(rc.saturating_abs()),
-            });
+            return Err(self.call_error("fi_getinfo", rc as isize));
         }
-        let mut entries = Vec::new();
-        let mut node = list.head.cast_const();
-        while !node.is_null() {
-            // SAFETY: `node` is an element of the list fi_getinfo returned, which `list` keeps
-            // alive until after this loop; libfabric does not touch it meanwhile.
-            let info = unsafe { &*node };
-            entries.push(self.entry(info));
-            node = info.next.cast_const();
-        }
-        Ok(entries)
+        Ok(list)
     }
 
     /// `fi_allocinfo()` with `fi_info`'s permissive hints: every mode bit accepted, every

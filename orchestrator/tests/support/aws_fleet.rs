@@ -316,10 +316,31 @@ fn run_user_data(
     if !linked.exists() {
         std::os::unix::fs::symlink(agent, &linked).expect("agent on PATH");
     }
-    std::fs::write(dir.join("user-data"), script).expect("user data file");
-    let out = Command::new("bash")
-        .arg(dir.join("user-data"))
-        .env("RAYEFA_ROOT", &root)
+    let out = run_as_user_data(script, dir, &root, &bin);
+    std::fs::write(dir.join("user-data.log"), &out.stderr).expect("user data log");
+    let calls = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (out.status.code(), calls)
+}
+
+/// Runs `script` (written to `dir/user-data`) with bash as a node runs its user data, with
+/// `RAYEFA_ROOT` at `root`, `TMPDIR` inside it, and `bin` (the test's stand-ins) first on
+/// `PATH`.
+pub fn run_as_user_data(
+    script: &str,
+    dir: &std::path::Path,
+    root: &std::path::Path,
+    bin: &std::path::Path,
+) -> std::process::Output {
+    std::fs::create_dir_all(root.join("tmp")).expect("the node's tmp");
+    let file = dir.join("user-data");
+    std::fs::write(&file, script).expect("user data file");
+    Command::new("bash")
+        .arg(&file)
+        .env("RAYEFA_ROOT", root)
         .env("TMPDIR", root.join("tmp"))
         .env(
             "PATH",
@@ -330,14 +351,7 @@ fn run_user_data(
             ),
         )
         .output()
-        .expect("running the user data");
-    std::fs::write(dir.join("user-data.log"), &out.stderr).expect("user data log");
-    let calls = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    (out.status.code(), calls)
+        .expect("running the user data")
 }
 
 /// A status document of a node whose every step succeeded.

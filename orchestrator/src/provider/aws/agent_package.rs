@@ -72,7 +72,7 @@ pub(crate) struct NoPackage {
 }
 
 /// "the instance type runs aarch64", or why the architecture is not known.
-fn runs(architectures: &[String]) -> String {
+pub(super) fn runs(architectures: &[String]) -> String {
     if architectures.is_empty() {
         "the node type's architecture is not known (its node_config names no InstanceType)"
             .to_owned()

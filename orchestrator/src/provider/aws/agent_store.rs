@@ -16,7 +16,7 @@ use rayefa_cluster::rayefa::AgentStore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::agent_package::{Download, NodePackage, PackageSource, machine_name};
+use super::agent_package::{Download, NodePackage, PackageSource, machine_name, runs};
 use super::s3::{Head, S3, S3Error};
 
 /// The manifest's name under the prefix.
@@ -124,15 +124,6 @@ pub(crate) enum StoreError {
         /// The architectures the manifest has.
         have: Vec<String>,
     },
-}
-
-fn runs(architectures: &[String]) -> String {
-    if architectures.is_empty() {
-        "the node type's architecture is not known (its node_config names no InstanceType)"
-            .to_owned()
-    } else {
-        format!("the instance type runs {}", architectures.join(" or "))
-    }
 }
 
 /// A package file to publish.
