@@ -81,22 +81,35 @@ fn the_local_ray_example_brings_up_a_three_node_ray_cluster() {
     let address = head["address"].as_str().expect("address");
 
     let ray = cluster_dir.join("nodes/head-0/root/opt/rayefa/venv/bin/ray");
-    let status = Command::new(&ray)
-        .args(["status", "--address", &format!("{address}:6379")])
-        .output()
-        .expect("ray status runs");
-    let text = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let active = text
-        .split("Active:")
-        .nth(1)
-        .and_then(|rest| rest.split("Pending:").next())
-        .expect("an Active section");
-    assert_eq!(active.matches(" node_").count(), 3, "{text}");
+    let active_nodes = || {
+        let status = Command::new(&ray)
+            .args(["status", "--address", &format!("{address}:6379")])
+            .output()
+            .expect("ray status runs");
+        let text = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(
+            status.status.success(),
+            "{text}\n{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let active = text
+            .split("Active:")
+            .nth(1)
+            .and_then(|rest| rest.split("Pending:").next())
+            .expect("an Active section")
+            .matches(" node_")
+            .count();
+        (active, text)
+    };
+    // `ray start` returns before the autoscaler's report, which `ray status` reads, has
+    // caught up with the last node: give it the few seconds of one report period.
+    let asked = Instant::now();
+    let (mut active, mut text) = active_nodes();
+    while active < 3 && asked.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        (active, text) = active_nodes();
+    }
+    assert_eq!(active, 3, "{text}");
     assert!(text.contains("0.0/2.0 CPU"), "{text}");
     eprintln!("up to three Ray nodes: {:.1} s", up_took.as_secs_f64());
 
