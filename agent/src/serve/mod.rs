@@ -4,6 +4,8 @@
 mod metrics;
 mod routes;
 
+pub(crate) use routes::respond;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -89,7 +89,12 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+/// A response with `body` as `content_type`.
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
