@@ -28,6 +28,7 @@ pub fn check(spec: &ClusterSpec, settings: &Settings, out: &mut Vec<Finding>) {
     autoscaler(spec, out);
     start_commands(spec, out);
     efa_modes(spec, settings, out);
+    fabric_check(spec, out);
     for (key, command) in all_setup_commands(spec) {
         replaced_command(spec, settings, &key, command, out);
     }
@@ -400,6 +401,47 @@ fn efa_modes(spec: &ClusterSpec, settings: &Settings, out: &mut Vec<Finding>) {
                 "has EFA interfaces, so EFA is required on these nodes whatever rayefa.efa.mode says",
             ));
         }
+    }
+}
+
+/// `rayefa.check: true` needs two nodes to make a pair; on EC2 with EFA node types, the check
+/// tests EFA between the nodes of those types only, so it counts those.
+fn fabric_check(spec: &ClusterSpec, out: &mut Vec<Finding>) {
+    let Some(check) = spec.rayefa.as_ref().and_then(|r| r.value.check.as_ref()) else {
+        return;
+    };
+    let Some(types) = spec.available_node_types.as_ref().filter(|_| check.value) else {
+        return;
+    };
+    let head = spec.head_node_type.as_ref().map(|h| h.value.as_str());
+    let started = |name: &str, node_type: &NodeTypeSpec| {
+        u64::from(node_type.min_workers.as_ref().map_or(0, |m| m.value))
+            + u64::from(Some(name) == head)
+    };
+    let has_efa =
+        |node_type: &NodeTypeSpec| super::efa_interfaces(&node_type.node_config.value) > 0;
+    let efa_check = spec.provider.value.kind == "aws" && types.value.values().any(has_efa);
+    let count: u64 = types
+        .value
+        .iter()
+        .filter(|(_, t)| !efa_check || has_efa(t))
+        .map(|(name, t)| started(name, t))
+        .sum();
+    if count < 2 {
+        let of = if efa_check {
+            " of node types with EFA interfaces"
+        } else {
+            ""
+        };
+        out.push(Finding::warning(
+            check.referenced,
+            "rayefa.check",
+            format!(
+                "`up` starts {count} node{}{of}, and a fabric check needs two to make a pair: \
+                 it will be skipped (raise min_workers)",
+                if count == 1 { "" } else { "s" }
+            ),
+        ));
     }
 }
 

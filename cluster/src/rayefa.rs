@@ -38,6 +38,9 @@ pub struct RayefaSection {
     pub environment: Option<Spanned<BTreeMap<String, String>>>,
     /// Whether setup commands that an agent step does better are dropped (default true).
     pub replace_setup_commands: Option<bool>,
+    /// Whether `up` ends by checking the fabric between the nodes (`rayefa check` with its
+    /// defaults); default false.
+    pub check: Option<Spanned<bool>>,
     /// How the orchestrator polls the agents.
     pub poll: Option<PollSettings>,
     /// How long the orchestrator waits.

@@ -32,6 +32,8 @@ pub struct Settings {
     pub replace_setup_commands: bool,
     /// `rayefa.efa.mode`, for node types without EFA interfaces.
     pub efa_mode: Option<EfaMode>,
+    /// `rayefa.check`: whether `up` ends with a check of the fabric between the nodes.
+    pub check: bool,
 }
 
 /// How the orchestrator polls agents.
@@ -131,6 +133,7 @@ pub fn resolve(section: Option<&RayefaSection>, out: &mut Vec<Finding>) -> Setti
             .as_ref()
             .and_then(|e| e.mode.as_ref())
             .map(|m| m.value),
+        check: section.check.as_ref().is_some_and(|c| c.value),
     }
 }
 

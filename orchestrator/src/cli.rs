@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use rayefa_cluster::duration::parse_duration;
 
+use crate::check::schedule::PairMode;
 use crate::provider::aws::TagFilter;
 use crate::view::OutputFormat;
 
@@ -93,6 +94,17 @@ pub(crate) enum Command {
     /// their node_config names and the security groups' all-traffic rules to themselves, in
     /// and out. Running it again changes nothing and says "already present".
     Prepare(PrepareArgs),
+    /// Test the fabric between the cluster's nodes, pair by pair: latency (µs) and bandwidth
+    /// (MB/s) per pair and message size, through each node's agent and libfabric.
+    ///
+    /// Pairs run at once, no node in two pairs at a time; `--pairs ring` tests each node with
+    /// the next (two or three rounds), `--pairs all` every pair (n-1 or n rounds). Figures more
+    /// than 3x the median latency, or under a third of the median bandwidth, are marked as
+    /// outliers; a failed pair gets its likely cause in words. The agents are asked with the
+    /// cluster's control secret, which `up` made. Exit codes: 0 every pair passed; 1 a pair
+    /// failed; 2 bad cluster file or options, fewer than two nodes, or no control secret;
+    /// 3 provider error.
+    Check(CheckArgs),
     /// Upload the agent packages (what packaging/build makes: .rpm and .deb, x86_64 and
     /// aarch64, the architecture read from the file name) to the cluster file's
     /// rayefa.agent_store (`s3://BUCKET/PREFIX`) and record them in its manifest.json.
@@ -102,6 +114,10 @@ pub(crate) enum Command {
     /// and nothing is public. Exit codes: 0 published; 2 bad cluster file, no agent_store, or
     /// a file that is not a package; 3 S3 refused or failed (no bucket, no permission).
     Publish(PublishArgs),
+    /// The machine interface Ray's autoscaler uses through rayefa's node provider on the head:
+    /// launch, list, tag and terminate nodes, JSON on stdout (docs/autoscaling.md).
+    #[command(hide = true, subcommand)]
+    Nodes(NodesCommand),
 }
 
 /// The cluster file argument.
@@ -228,10 +244,115 @@ pub(crate) struct PublishArgs {
     pub(crate) packages: Vec<PathBuf>,
 }
 
+/// `rayefa check`
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) cluster: ClusterArg,
+    /// The libfabric provider to test (`efa`, `tcp`, ...). Default: `efa` on EC2 when a node
+    /// type has EFA interfaces (then only the nodes of such types take part), `tcp` otherwise.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) provider: Option<String>,
+    /// Which pairs: `ring` (each node with the next) or `all` (every pair).
+    #[arg(long, value_enum, default_value_t = PairMode::Ring)]
+    pub(crate) pairs: PairMode,
+    /// Message sizes in bytes, comma-separated: small ones measure latency, large ones
+    /// bandwidth.
+    #[arg(
+        long,
+        value_name = "BYTES,...",
+        value_delimiter = ',',
+        default_value = "64,1048576"
+    )]
+    pub(crate) sizes: Vec<u64>,
+    /// Timed round trips per small size (large sizes take fewer); the agent's default, 1000.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) iterations: Option<u64>,
+    /// How long a ping waits for any one completion before the pair counts as not answering
+    /// (100ms to 60s).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub(crate) timeout: Duration,
+}
+
 /// `rayefa prepare`
 #[derive(Debug, Args)]
 pub(crate) struct PrepareArgs {
     /// The cluster file whose placement groups and EFA security groups to prepare.
     #[arg(value_name = "FILE")]
     pub(crate) file: PathBuf,
+}
+
+/// `rayefa nodes`
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodesCommand {
+    /// Launch COUNT workers of a node type exactly as `up` does, marked as autoscaled, with
+    /// the given tags kept by the provider.
+    Launch(NodesLaunchArgs),
+    /// Every node of the cluster with its lifecycle, its agent's state and its tags.
+    List(NodesListArgs),
+    /// Add tags to a node (a tag of the same key is replaced).
+    SetTags(NodesSetTagsArgs),
+    /// Terminate workers by id; ids that no longer exist are reported, not refused.
+    Terminate(NodesTerminateArgs),
+}
+
+/// `rayefa nodes launch`
+#[derive(Debug, Args)]
+pub(crate) struct NodesLaunchArgs {
+    /// The cluster file.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// The node type, a key of `available_node_types`.
+    #[arg(long, value_name = "TYPE")]
+    pub(crate) node_type: String,
+    /// How many nodes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) count: u16,
+    /// A tag to keep with each node (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub(crate) tag: Vec<(String, String)>,
+}
+
+/// `rayefa nodes list`
+#[derive(Debug, Args)]
+pub(crate) struct NodesListArgs {
+    /// The cluster file.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// How long to wait for each agent's answer (default 2s).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// `rayefa nodes set-tags`
+#[derive(Debug, Args)]
+pub(crate) struct NodesSetTagsArgs {
+    /// The cluster file.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// The node's id.
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+    /// A tag to set (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_tag, required = true)]
+    pub(crate) tag: Vec<(String, String)>,
+}
+
+/// `rayefa nodes terminate`
+#[derive(Debug, Args)]
+pub(crate) struct NodesTerminateArgs {
+    /// The cluster file.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// The nodes' ids.
+    #[arg(value_name = "ID", required = true)]
+    pub(crate) ids: Vec<String>,
+}
+
+/// `KEY=VALUE`, the key not empty.
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
 }

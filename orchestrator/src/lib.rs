@@ -3,10 +3,12 @@
 //!
 //! Layers, each using only those below it: the cluster file (the `rayefa-cluster` crate:
 //! model, checks, agent configurations), `provider` (the seam to what runs nodes, chosen in
-//! one place: `local` and `aws`), `wait` (polling agents), `view` (progress, tables, JSON),
-//! `commands` (one module per command), and on top `cli` (every command and its arguments)
-//! and `exit` (exit codes).
+//! one place: `local` and `aws`), `wait` (polling agents), `check` (the fabric between nodes,
+//! pair by pair), `view` (progress, tables, JSON), `commands` (one module per command), and on
+//! top `cli` (every command and its arguments) and `exit` (exit codes).
 
+mod autoscaling;
+mod check;
 mod cli;
 mod commands;
 mod exit;
@@ -54,7 +56,9 @@ async fn run(cli: Cli) -> Result<ExitCode, exit::Error> {
         Command::Env(args) => commands::env::run(args, output).await,
         Command::InstanceTypes(args) => commands::instance_types::run(args, output).await,
         Command::Prepare(args) => commands::prepare::run(args, output).await,
+        Command::Check(args) => commands::check::run(args, output).await,
         Command::Publish(args) => commands::publish::run(args, output).await,
+        Command::Nodes(command) => commands::nodes::run(command, output).await,
     }
 }
 

@@ -149,11 +149,21 @@ fn up_sends_the_seed_node_configs_as_run_instances_arguments_and_is_idempotent()
     assert_eq!(worker_tags["rayefa-cluster"], "ray-on-aws-efa");
     assert_eq!(tags(&head)["ray-node-type"], "head");
 
-    // The head's user data is what `rayefa user-data` prints; the worker's names the head.
+    // The head's user data is what `rayefa user-data` prints, but for the cluster's control
+    // secret, which the printed copy leaves out; the worker's names the head.
     let printed = world
         .run_on(&["user-data", "--node-type", "head_node"], &file)
         .expect_code(0);
-    assert_eq!(decoded_user_data(&launches[0]), printed.stdout);
+    let launched = decoded_user_data(&launches[0]);
+    let (secret_lines, rest): (Vec<&str>, Vec<&str>) = launched
+        .split_inclusive('\n')
+        .partition(|line| line.starts_with("control_secret = "));
+    assert!(
+        matches!(secret_lines.as_slice(), [line] if line.trim_end().len() == "control_secret = \"\"".len() + 64),
+        "one 64-digit control secret in the launched user data: {secret_lines:?}"
+    );
+    assert!(!printed.stdout.contains("control_secret"));
+    assert_eq!(rest.concat(), printed.stdout);
     let head_ip = world
         .live_instances()
         .iter()

@@ -2,7 +2,8 @@
 //! VPC `169.254.0.0/16` with the subnet `169.254.100.0/24`; a host bridge sits at
 //! `169.254.100.1/24`. For every instance `rayefa up` launches, a container boots with systemd
 //! as PID 1 at the instance's private address, and cloud-init runs the instance's real user data
-//! from the NoCloud seed: it downloads the real .deb from the host, checks its SHA-256,
+//! from the NoCloud seed: it downloads the real .deb through the presigned URL `rayefa up`
+//! gave it, from moto's S3 (where `rayefa publish` put the packages), checks its SHA-256,
 //! installs it with apt, writes the configuration and starts the real unit. The agents ask a
 //! metadata stand-in on the bridge about their instance, run their steps, and `rayefa up` polls
 //! them over the bridge.
@@ -28,10 +29,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::aws_world::{Omit, Run, World};
-use support::fleet_services::{FileServer, PypiProxy};
+use support::fleet_services::{FileServer, PypiProxy, Relay};
 use support::imds::Imds;
 use support::nspawn_fleet::{Bridge, HOST_ADDRESS, NspawnFleet, leftovers, wait_for};
 use support::nspawn_node::{Image, Node, Power};
@@ -52,6 +53,13 @@ const AGENT_PORT: u16 = 8700;
 const FILES_PORT: u16 = 8776;
 /// The host's PyPI proxy on the bridge.
 const PYPI_PORT: u16 = 8777;
+/// The host's relay to the S3 endpoint, on the bridge.
+const S3_PORT: u16 = 8778;
+/// The bucket `rayefa publish` puts the agent packages in, and the cluster file's store.
+const BUCKET: &str = "rayefa-fleet";
+const AGENT_STORE: &str = "s3://rayefa-fleet/agents";
+/// The lifetime of the presigned URLs `up` hands the nodes: three hours.
+const PRESIGNED_LIFETIME_SECS: &str = "10800";
 /// Plain Ray (no dashboard extras), pinned so that every run installs the same thing.
 const RAY_REQUIREMENT: &str = "ray==2.60.0";
 /// The host's CA bundle (Debian's `ca-certificates`), which the nodes' pip trusts.
@@ -86,23 +94,33 @@ fn imds_port(rootfs: &Path) -> u16 {
         .unwrap_or_else(|| panic!("{} names no endpoint on {HOST_ADDRESS}", drop_in.display()))
 }
 
-/// The agent's .deb from `packaging/build --out DIR`, and its SHA-256 from `DIR/SHA256SUMS`.
-fn agent_deb(packages: &Path) -> (PathBuf, String) {
+/// The agent's packages from `packaging/build --out DIR` (the .deb and the .rpm), each with
+/// its SHA-256 from `DIR/SHA256SUMS`, which they must match.
+fn agent_packages(packages: &Path) -> Vec<(PathBuf, String)> {
     let sums = std::fs::read_to_string(packages.join("SHA256SUMS"))
         .unwrap_or_else(|e| panic!("{}/SHA256SUMS: {e}", packages.display()));
-    let (sum, name) = sums
+    let found: Vec<(PathBuf, String)> = sums
         .lines()
         .filter_map(|l| l.split_once(char::is_whitespace))
-        .find(|(_, name)| name.trim().trim_start_matches('*').ends_with(".deb"))
-        .unwrap_or_else(|| panic!("no .deb in {}/SHA256SUMS:\n{sums}", packages.display()));
-    let deb = packages.join(name.trim().trim_start_matches('*'));
-    assert_eq!(
-        sha256_of(&deb),
-        sum,
-        "{} does not match SHA256SUMS",
-        deb.display()
+        .map(|(sum, name)| {
+            let file = packages.join(name.trim().trim_start_matches('*'));
+            assert_eq!(
+                sha256_of(&file),
+                sum,
+                "{} does not match SHA256SUMS",
+                file.display()
+            );
+            (file, sum.to_owned())
+        })
+        .collect();
+    assert!(
+        found
+            .iter()
+            .any(|(f, _)| f.extension().is_some_and(|e| e == "deb")),
+        "no .deb in {}/SHA256SUMS:\n{sums}",
+        packages.display()
     );
-    (deb, sum.to_owned())
+    found
 }
 
 /// The longest a node may take to power off (issue 13.9: Ray used to hold it for 90 s).
@@ -147,6 +165,9 @@ struct Vpc {
     imds: Imds,
     files: FileServer,
     pypi: PypiProxy,
+    s3: Relay,
+    /// The .deb's SHA-256 as SHA256SUMS has it.
+    deb_sha256: String,
     _efa: TestEfaInstaller,
     _bridge: Bridge,
     cluster_file: PathBuf,
@@ -171,14 +192,20 @@ impl Vpc {
         let bridge = Bridge::create();
         let on_bridge = |port| SocketAddr::V4(SocketAddrV4::new(HOST_ADDRESS, port));
 
+        // The nodes reach S3 (moto behind the proxy, on loopback) through the bridge; the
+        // orchestrator signs its URLs for the endpoint the nodes use.
+        let proxy: SocketAddr = world
+            .proxy
+            .endpoint()
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the proxy's address");
+        let s3 = Relay::start(on_bridge(S3_PORT), proxy);
+        world.set_env("AWS_ENDPOINT_URL_S3", &s3.url());
+        world.create_bucket(BUCKET);
+        let packages = agent_packages(&packages);
+
         let files = FileServer::start(on_bridge(FILES_PORT));
-        let (deb, deb_sha256) = agent_deb(&packages);
-        let deb_url = files.publish(
-            deb.file_name()
-                .and_then(|n| n.to_str())
-                .expect("a .deb name"),
-            deb.clone(),
-        );
         let efa = TestEfaInstaller::make(&world.dir.path().join("efa"));
         let installer_name = efa
             .tarball
@@ -226,8 +253,6 @@ impl Vpc {
 
         let yaml = cluster_yaml(
             variant,
-            &deb_url,
-            &deb_sha256,
             &installer_url,
             &efa.sha256,
             &efa.fingerprint,
@@ -235,11 +260,30 @@ impl Vpc {
         );
         let cluster_file = world.write("fleet.yaml", &yaml);
         world.set_env("CLUSTER_NAME", "fleet");
+        let mut publish = vec!["publish", cluster_file.to_str().expect("UTF-8 path")];
+        publish.extend(
+            packages
+                .iter()
+                .map(|(file, _)| file.to_str().expect("UTF-8 path")),
+        );
+        let published = world.run(&publish);
+        assert_eq!(
+            published.code, 0,
+            "rayefa publish failed\n{}\n{}",
+            published.stdout, published.stderr
+        );
+        let deb_sha256 = packages
+            .iter()
+            .find(|(file, _)| file.extension().is_some_and(|e| e == "deb"))
+            .map(|(_, sum)| sum.clone())
+            .expect("a .deb");
         Vpc {
             fleet,
             imds,
             files,
             pypi,
+            s3,
+            deb_sha256,
             _efa: efa,
             _bridge: bridge,
             cluster_file,
@@ -275,6 +319,87 @@ impl Vpc {
             self.files.served(),
             self.fleet.diagnostics()
         );
+    }
+
+    /// Every node installed its agent from the store through a presigned URL: its user data
+    /// has a signed, three-hour URL of the published .deb on the bridge's S3 endpoint and the
+    /// SHA-256 SHA256SUMS has, cloud-init downloaded from that URL, the node connected to the
+    /// endpoint, and the proxy (which checks presigned URLs as S3 does) let one presigned GET
+    /// of the .deb through per node.
+    fn assert_agents_came_from_the_store(&self) {
+        let nodes = self.fleet.nodes();
+        let mut objects = Vec::new();
+        for node in &nodes {
+            let script = &node.user_data;
+            assert_eq!(
+                script_value(script, "url"),
+                "",
+                "{}: not the store's form",
+                node.name
+            );
+            let url = script_value(script, "deb_url");
+            let (object, query) = url
+                .split_once('?')
+                .unwrap_or_else(|| panic!("{}: deb_url is not presigned: {url}", node.name));
+            let params: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            assert!(
+                params.get("X-Amz-Signature").is_some_and(|s| s.len() == 64)
+                    && params.get("X-Amz-Expires").map(String::as_str)
+                        == Some(PRESIGNED_LIFETIME_SECS),
+                "{}: deb_url is not presigned for three hours: {params:?}",
+                node.name
+            );
+            assert!(
+                object.starts_with(&format!("{}/{BUCKET}/agents/", self.s3.url()))
+                    && object.ends_with(".deb"),
+                "{}: deb_url is not the published .deb on the bridge's endpoint: {object}",
+                node.name
+            );
+            assert_eq!(
+                script_value(script, "deb_sha256"),
+                self.deb_sha256,
+                "{}: the pinned SHA-256 is not SHA256SUMS's",
+                node.name
+            );
+            let console = node
+                .read_file("/var/log/cloud-init-output.log")
+                .unwrap_or_default();
+            self.check(
+                console.contains(&format!(
+                    "rayefa: downloading the agent package from {object}\n"
+                )) && !console.contains("X-Amz-Signature"),
+                &format!(
+                    "{}: cloud-init did not download from {object} (or printed the URL's \
+                     query):\n{console}",
+                    node.name
+                ),
+                None,
+            );
+            assert!(
+                self.s3
+                    .peers()
+                    .iter()
+                    .any(|p| p.ip() == std::net::IpAddr::V4(node.address)),
+                "{} never connected to the S3 endpoint: {:?}",
+                node.name,
+                self.s3.peers()
+            );
+            objects.push(object.trim_start_matches(&self.s3.url()).to_owned());
+        }
+        let gets = self.world.proxy.requests("GetObject");
+        for object in &objects {
+            let presigned = gets
+                .iter()
+                .filter(|g| g.param("path") == Some(object.as_str()) && g.outcome == "presigned")
+                .count();
+            assert_eq!(
+                presigned,
+                objects.iter().filter(|o| *o == object).count(),
+                "one presigned GET of {object} per node: {gets:#?}"
+            );
+        }
     }
 
     /// The one node of `node_type`, or all of them.
@@ -348,8 +473,6 @@ fn assert_table_row(up: &Run, node: &Node, state: &str, step: Option<&str>) {
 /// The cluster file of a variant. `${VAR}` are the seed guide's variables the world sets.
 fn cluster_yaml(
     variant: Variant,
-    deb_url: &str,
-    deb_sha256: &str,
     installer_url: &str,
     installer_sha256: &str,
     key_fingerprint: &str,
@@ -446,9 +569,7 @@ fn cluster_yaml(
     };
     text.push_str(&format!(
         "rayefa:\n\
-         \x20   agent_package:\n\
-         \x20       url: {deb_url}\n\
-         \x20       sha256: {deb_sha256}\n\
+         \x20   agent_store: {AGENT_STORE}\n\
          \x20   efa:\n\
          \x20       installer_url: {installer_url}\n\
          \x20       installer_sha256: {installer_sha256}\n\
@@ -458,6 +579,110 @@ fn cluster_yaml(
          \x20       interval: 500ms\n"
     ));
     text
+}
+
+/// Seconds from `origin` to `epoch_secs` (seconds since the Unix epoch).
+fn since(origin: SystemTime, epoch_secs: f64) -> f64 {
+    epoch_secs
+        - origin
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64()
+}
+
+/// Where each node's time to ready went, in seconds after `up` began (`origin`), printed one
+/// line per node: the container's first journal entry (boot), cloud-init's final stage
+/// starting, the user data downloading the package and having installed it, the agent's
+/// READY=1, and each step's start and end from `/v1/status`. install-ray is split by what its
+/// parts leave on disk: the virtualenv's completion mark, uv's binary, and the `INSTALLER`
+/// file uv writes into Ray's dist-info.
+fn print_phases(vpc: &Vpc, origin: SystemTime) {
+    let mut nodes = vpc.fleet.nodes();
+    nodes.sort_by_key(|n| (n.node_type != "head_node", n.address));
+    for node in &nodes {
+        let journal = node.exec_ok(&[
+            "journalctl",
+            "--no-pager",
+            "-q",
+            "-b",
+            "0",
+            "-o",
+            "short-unix",
+        ]);
+        let first = |needle: &str| {
+            journal
+                .lines()
+                .find(|l| l.contains(needle))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|t| t.parse::<f64>().ok())
+                .map_or("-".to_owned(), |t| format!("{:.1}", since(origin, t)))
+        };
+        let boot = journal
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|t| t.parse::<f64>().ok())
+            .map_or("-".to_owned(), |t| format!("{:.1}", since(origin, t)));
+        let doc = status_of(node);
+        let span = |name: &str| {
+            let entry = step(&doc, name);
+            let at = |key: &str| {
+                entry[key].as_u64().map_or("-".to_owned(), |ms| {
+                    format!("{:.1}", since(origin, ms as f64 / 1000.0))
+                })
+            };
+            // Only the latest attempt's start: an earlier one shows as more attempts.
+            format!(
+                "{}..{} ({} attempt{})",
+                at("started_at_ms"),
+                at("finished_at_ms"),
+                entry["attempts"],
+                if entry["attempts"] == 1 { "" } else { "s" }
+            )
+        };
+        let marks = node.exec_text(&[
+            "sh",
+            "-c",
+            "stat -c %.3Y /opt/rayefa/venv/.rayefa-complete /var/lib/rayefa/uv/bin/uv \
+             /opt/rayefa/venv/lib/python3*/site-packages/ray-*.dist-info/INSTALLER",
+        ]);
+        let marks: Vec<String> = marks
+            .lines()
+            .map(|t| {
+                t.trim()
+                    .parse::<f64>()
+                    .map_or("-".to_owned(), |t| format!("{:.1}", since(origin, t)))
+            })
+            .collect();
+        println!(
+            "fleet: phases of {} ({}), s after up began: boot {boot}, cloud-final {}, \
+             package download {}, package installed {}, agent ready {}; grow-root {}; \
+             install-ray {} (virtualenv made {}, uv installed {}, Ray installed {}); \
+             setup-commands {}; start-ray {}",
+            node.name,
+            node.node_type,
+            first("Starting cloud-final.service"),
+            first("rayefa: downloading the agent package"),
+            first("rayefa: wrote /etc/rayefa/agent.toml"),
+            first("Started rayefa-agent.service"),
+            span("grow-root"),
+            span("install-ray"),
+            marks.first().map_or("-", String::as_str),
+            marks.get(1).map_or("-", String::as_str),
+            marks.get(2).map_or("-", String::as_str),
+            span("setup-commands"),
+            span("start-ray"),
+        );
+    }
+}
+
+/// The value of `name='...'` in a user-data script.
+fn script_value(script: &str, name: &str) -> String {
+    let line = script
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no `{name}=` in the user data:\n{script}"));
+    line[name.len() + 1..].trim_matches('\'').to_owned()
 }
 
 /// `GET /v1/status` from the host, over the bridge.
@@ -710,16 +935,8 @@ fn fleet_three_nodes_boot_from_user_data_survive_a_crash_and_a_reboot_and_go_dow
             "{}",
             node.name
         );
-        let deb = vpc
-            .files
-            .served()
-            .iter()
-            .filter(|s| {
-                s.peer.ip() == std::net::IpAddr::V4(node.address) && s.path.ends_with(".deb")
-            })
-            .count();
-        assert_eq!(deb, 1, "{} downloaded the package {deb} times", node.name);
     }
+    vpc.assert_agents_came_from_the_store();
     assert!(
         vpc.imds
             .asked()
@@ -833,6 +1050,7 @@ fn fleet_a_node_type_with_efa_interfaces_fails_on_a_node_without_efa_and_says_wh
     );
     let head = &vpc.nodes("head_node", 1)[0];
     let worker = &vpc.nodes("efa_worker_node", 1)[0];
+    vpc.assert_agents_came_from_the_store();
 
     // The head has no EFA interface: mode auto skips both EFA steps.
     let doc = status_of(head);
@@ -919,18 +1137,21 @@ fn fleet_a_node_type_with_efa_interfaces_fails_on_a_node_without_efa_and_says_wh
 #[ignore = "needs root, systemd-nspawn and the fleet rootfs; run by tests/fleet/run"]
 fn fleet_three_nodes_install_ray_from_pypi_and_form_one_cluster() {
     let vpc = Vpc::start(Variant::RealRay);
+    let began = SystemTime::now();
     let (up, took) = vpc.up("25m");
     println!(
         "fleet: `rayefa up` to all-ready, 3 nodes, real Ray from PyPI: {:.1} s",
         took.as_secs_f64()
     );
     vpc.check(up.code == 0, "rayefa up did not end all-ready", Some(&up));
+    print_phases(&vpc, began);
     let head = &vpc.nodes("head_node", 1)[0];
     let workers = vpc.nodes("worker_node", 2);
     for node in std::iter::once(head).chain(&workers) {
         assert_table_row(&up, node, "ready", None);
         assert_ready_node(&vpc, node, &["install-efa", "probe-efa"]);
     }
+    vpc.assert_agents_came_from_the_store();
     let tunnels = vpc.pypi.tunnels();
     assert!(
         !tunnels.is_empty() && tunnels.iter().all(|t| t.allowed),

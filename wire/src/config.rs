@@ -28,6 +28,8 @@ pub struct AgentConfigFile {
     pub commands: Option<CommandsSection>,
     /// EFA installation and probing.
     pub efa: Option<EfaSection>,
+    /// Ray's autoscaler, on a head whose cluster scales.
+    pub autoscaling: Option<AutoscalingSection>,
 }
 
 /// `[node]`
@@ -186,6 +188,16 @@ pub struct EfaSection {
     pub expected_interfaces: Option<u32>,
     /// An explicit libfabric to load.
     pub libfabric: Option<String>,
+}
+
+/// `[autoscaling]`: present only on the head of a cluster with a worker type whose
+/// `max_workers` exceeds its `min_workers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscalingSection {
+    /// Ray's autoscaling configuration (what `ray start --head --autoscaling-config` reads),
+    /// as JSON text: Ray reads it as YAML, of which JSON is a subset.
+    pub ray_config: Option<String>,
 }
 
 /// Whether `name` may be a key of the `environment` table: a shell variable name (a letter or

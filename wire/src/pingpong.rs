@@ -106,6 +106,48 @@ impl PingOutcome {
     }
 }
 
+/// The body of the agent's `POST /v1/control/pingpong/listen`: start a listener child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenRequest {
+    /// The libfabric provider (`efa`, `tcp`).
+    pub provider: String,
+    /// Listen on the interface of this local address (IP providers such as `tcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// How long the listener serves, in seconds (1 to 3600; default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve_for_secs: Option<u64>,
+    /// The largest message it receives, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message: Option<u64>,
+    /// It stops once this many pingers said `bye`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u64>,
+}
+
+/// The body of the agent's `POST /v1/control/pingpong/ping`: ping a listener's address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PingRequest {
+    /// The libfabric provider (`efa`, `tcp`).
+    pub provider: String,
+    /// The listener's fabric address, as its [`ListenerReady`] gave it.
+    pub address: String,
+    /// Send from the interface of this local address (IP providers such as `tcp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Message sizes in bytes (default 64 and 1 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<Vec<u64>>,
+    /// Timed round trips per small size (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// How long to wait for any one completion, in seconds (0.1 to 60; default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rayefa_wire::{
-    AgentConfigFile, AgentSection, CommandsSection, EfaSection, NodeSection, PackagesSection,
-    StepSection, StepsSection,
+    AgentConfigFile, AgentSection, AutoscalingSection, CommandsSection, EfaSection, NodeSection,
+    PackagesSection, StepSection, StepsSection,
 };
 
 use super::{DEFAULT_CONFIG, Settings, validate};
@@ -313,6 +313,11 @@ pub(crate) fn merge(base: AgentConfigFile, over: AgentConfigFile) -> AgentConfig
             on_reboot: o.on_reboot.or(b.on_reboot),
             expected_interfaces: o.expected_interfaces.or(b.expected_interfaces),
             libfabric: o.libfabric.or(b.libfabric),
+        }),
+        autoscaling: merge_opt(base.autoscaling, over.autoscaling, |b, o| {
+            AutoscalingSection {
+                ray_config: o.ray_config.or(b.ray_config),
+            }
         }),
     }
 }

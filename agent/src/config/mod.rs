@@ -29,6 +29,8 @@ pub(crate) struct Settings {
     pub(crate) packages: PackageSettings,
     pub(crate) commands: CommandSettings,
     pub(crate) efa: EfaSettings,
+    /// Ray's autoscaling configuration (a JSON object) on a head whose cluster scales.
+    pub(crate) autoscaling: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Settings {

@@ -204,6 +204,7 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
         .unwrap_or_else(|| default_start_commands(role));
 
     let efa = efa_settings(&origin, merged.efa.unwrap_or_default())?;
+    let autoscaling = autoscaling(&origin, role, merged.autoscaling.and_then(|a| a.ray_config))?;
 
     Ok(Settings {
         node: NodeSettings {
@@ -247,7 +248,47 @@ pub(crate) fn validate(sources: &[ConfigSource]) -> Result<Settings, ConfigError
             user,
         },
         efa,
+        autoscaling,
     })
+}
+
+/// `autoscaling.ray_config`: a JSON object with what Ray's autoscaler cannot start without,
+/// on a head only (a worker runs no autoscaler).
+fn autoscaling(
+    origin: &Origin<'_>,
+    role: Role,
+    text: Option<String>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ConfigError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    if role != Role::Head {
+        return Err(origin.invalid(
+            "autoscaling",
+            "ray_config",
+            "only a head runs Ray's autoscaler; this node is a worker",
+        ));
+    }
+    let invalid = |why: String| origin.invalid("autoscaling", "ray_config", why);
+    let config: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("not a JSON object: {e}")))?;
+    for key in [
+        "cluster_name",
+        "provider",
+        "available_node_types",
+        "head_node_type",
+    ] {
+        if !config.contains_key(key) {
+            return Err(invalid(format!("has no `{key}`")));
+        }
+    }
+    if !config["provider"]
+        .get("type")
+        .is_some_and(|t| t.is_string())
+    {
+        return Err(invalid("`provider` has no `type`".to_owned()));
+    }
+    Ok(Some(config))
 }
 
 fn step_policy(

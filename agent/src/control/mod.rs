@@ -17,8 +17,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes};
 use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
-use rayefa_wire::{ListenerReady, PingReport};
-use serde::Deserialize;
+use rayefa_wire::{ListenRequest, ListenerReady, PingReport, PingRequest};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -294,29 +293,6 @@ impl Control {
         command.stdin(Stdio::null());
         command
     }
-}
-
-/// The body of `POST /v1/control/pingpong/listen`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListenRequest {
-    provider: String,
-    source: Option<String>,
-    serve_for_secs: Option<u64>,
-    max_message: Option<u64>,
-    sessions: Option<u64>,
-}
-
-/// The body of `POST /v1/control/pingpong/ping`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PingRequest {
-    provider: String,
-    address: String,
-    source: Option<String>,
-    sizes: Option<Vec<u64>>,
-    iterations: Option<u64>,
-    timeout_secs: Option<f64>,
 }
 
 /// Why a control request let in was not carried out.

@@ -79,6 +79,21 @@ fn home_in_passwd(text: &str, uid: u32) -> Option<String> {
     })
 }
 
+/// The home folder the cluster commands see as `~`: a configured `HOME`, else the configured
+/// user's (from the passwd file under the root), else the agent's own.
+pub(crate) fn command_home(ctx: &StepContext) -> Result<String, StepError> {
+    if let Some(home) = ctx.settings.environment.get("HOME") {
+        return Ok(home.clone());
+    }
+    if let Some(name) = &ctx.settings.commands.user {
+        return Ok(RunAs::look_up(ctx, name)?.home);
+    }
+    Ok(environment(ctx)
+        .remove("HOME")
+        .or_else(|| std::env::var("HOME").ok())
+        .unwrap_or_else(|| home_of_agent_user(ctx)))
+}
+
 /// The user cluster commands run as, from the passwd file under the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RunAs {

@@ -1,4 +1,7 @@
-//! `start-ray`: the role's start commands, with the variables Ray's launcher gives them.
+//! `start-ray`: the role's start commands, with the variables Ray's launcher gives them; on
+//! the head of a cluster that scales, Ray's autoscaler with rayefa's node provider.
+
+mod autoscaling;
 
 use std::collections::BTreeMap;
 
@@ -62,10 +65,8 @@ fn resource_amount(amount: f64) -> Value {
     }
 }
 
-fn listed(settings: &Settings) -> Vec<Listed<'_>> {
-    settings
-        .commands
-        .start
+fn listed(commands: &[String]) -> Vec<Listed<'_>> {
+    commands
         .iter()
         .map(|text| Listed {
             kind: "start",
@@ -99,7 +100,14 @@ impl Step for StartRay {
         {
             plan.push(format!("RAY_HEAD_IP={head}"));
         }
-        let commands = listed(settings);
+        if settings.autoscaling.is_some() {
+            plan.push(format!(
+                "Ray's autoscaler: its configuration written for --autoscaling-config, rayefa's \
+                 node provider ({}) into the virtualenv",
+                autoscaling::PROVIDER_MODULE
+            ));
+        }
+        let commands = listed(&settings.commands.start);
         let count = commands.len();
         plan.extend(
             commands
@@ -120,14 +128,34 @@ impl Step for StartRay {
         env.extend(overrides.clone());
         // A worker's `ray start` fails while its head is still starting Ray; another attempt
         // after the back-off can succeed.
-        let ran = cluster_commands::run_in_order(ctx, &listed(&ctx.settings), &env, true).await?;
+        let (commands, autoscaler) = match &ctx.settings.autoscaling {
+            Some(config) => {
+                let prepared = autoscaling::prepare(ctx, &ctx.settings.commands.start, config)?;
+                let detail = json!({
+                    "config": prepared.config_path,
+                    "provider_module": prepared.modules,
+                    "flag_added": prepared.flag_added,
+                });
+                if prepared.flag_added {
+                    ctx.activity(format!(
+                        "added --autoscaling-config={} to `ray start --head`",
+                        prepared.config_path.display()
+                    ));
+                }
+                (prepared.commands, Some(detail))
+            }
+            None => (ctx.settings.commands.start.clone(), None),
+        };
+        let ran = cluster_commands::run_in_order(ctx, &listed(&commands), &env, true).await?;
         let mut shown = overrides;
         if let Some(head) = env.get("RAY_HEAD_IP") {
             shown.insert("RAY_HEAD_IP".to_owned(), head.clone());
         }
-        Ok(Outcome::Done(Some(
-            json!({ "commands": ran, "environment": shown }),
-        )))
+        let mut detail = json!({ "commands": ran, "environment": shown });
+        if let Some(autoscaler) = autoscaler {
+            detail["autoscaling"] = autoscaler;
+        }
+        Ok(Outcome::Done(Some(detail)))
     }
 }
 
@@ -215,6 +243,80 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("resources= labels=\n"), "{text}");
+    }
+
+    const RAY_CONFIG: &str = r#"{"cluster_name": "test", "provider": {"type": "external"},
+        "available_node_types": {}, "head_node_type": "head_type"}"#;
+
+    #[tokio::test]
+    async fn a_head_that_scales_runs_the_autoscaler_with_rayefas_provider() {
+        let root = tempfile::tempdir().expect("root");
+        let calls = fake_ray(root.path());
+        let site = root
+            .path()
+            .join("opt/rayefa/venv/lib/python3.12/site-packages");
+        std::fs::create_dir_all(&site).expect("site-packages");
+        let t = context(
+            START_RAY,
+            HostRoot::new(root.path()),
+            Arc::new(SystemRunner::default()),
+            settings(
+                Role::Head,
+                &format!(
+                    "[commands]\nstart = [\"ray start --head --port=6380\"]\n\
+                     [autoscaling]\nray_config = '''{RAY_CONFIG}'''\n"
+                ),
+            ),
+        );
+        let Outcome::Done(Some(detail)) = StartRay.run(&t.ctx).await.expect("runs") else {
+            panic!("no detail");
+        };
+        let written = root.path().join("var/lib/rayefa/ray_bootstrap_config.yaml");
+        let text = std::fs::read_to_string(calls).expect("ray ran");
+        assert!(
+            text.starts_with(&format!(
+                "ray start --head --autoscaling-config={} --port=6380\n",
+                written.display()
+            )),
+            "{text}"
+        );
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&written).expect("config"))
+                .expect("JSON");
+        assert_eq!(config["cluster_name"], "test");
+        assert!(site.join("rayefa_autoscaler.py").is_file());
+        assert_eq!(detail["autoscaling"]["flag_added"], true);
+    }
+
+    #[tokio::test]
+    async fn a_named_autoscaling_config_is_written_where_the_command_says() {
+        let root = tempfile::tempdir().expect("root");
+        let home = tempfile::tempdir().expect("home");
+        fake_ray(root.path());
+        std::fs::create_dir_all(
+            root.path()
+                .join("opt/rayefa/venv/lib/python3.9/site-packages"),
+        )
+        .expect("site-packages");
+        let t = context(
+            START_RAY,
+            HostRoot::new(root.path()),
+            Arc::new(SystemRunner::default()),
+            settings(
+                Role::Head,
+                &format!(
+                    "[environment]\nHOME = \"{}\"\n[commands]\nstart = [\"ray start --head \
+                     --autoscaling-config=~/ray_bootstrap_config.yaml\"]\n\
+                     [autoscaling]\nray_config = '''{RAY_CONFIG}'''\n",
+                    home.path().display()
+                ),
+            ),
+        );
+        let Outcome::Done(Some(detail)) = StartRay.run(&t.ctx).await.expect("runs") else {
+            panic!("no detail");
+        };
+        assert!(home.path().join("ray_bootstrap_config.yaml").is_file());
+        assert_eq!(detail["autoscaling"]["flag_added"], false);
     }
 
     #[tokio::test]

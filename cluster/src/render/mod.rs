@@ -141,6 +141,8 @@ pub fn render_agent_config(
             expected_interfaces: (interfaces > 0).then_some(interfaces),
             ..EfaSection::default()
         }),
+        // The head's provider adds it: only it knows where rayefa lives on the head.
+        autoscaling: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! One module per command; each returns the exit code its outcome means.
 
+pub(crate) mod check;
 pub(crate) mod down;
 pub(crate) mod env;
 pub(crate) mod instance_types;
+pub(crate) mod nodes;
 pub(crate) mod prepare;
 pub(crate) mod publish;
 pub(crate) mod status;

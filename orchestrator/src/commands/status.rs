@@ -33,6 +33,13 @@ pub(crate) async fn run(args: &StatusArgs, output: Output) -> Result<ExitCode, E
         .collect();
     wait::once(&client, &mut watches, &policy).await;
     wait::read_published(provider.as_ref(), &mut watches).await;
+    let records: Vec<_> = watches.iter().map(|w| w.record.clone()).collect();
+    let tags = provider.tags(&records).await?;
+    let autoscaled: Vec<&str> = watches
+        .iter()
+        .filter(|w| provider::is_autoscaled(tags.get(&w.record.id)))
+        .map(|w| w.record.id.as_str())
+        .collect();
     let failed = watches.iter().any(|w| w.verdict.is_failure());
     let all_ready = !watches.is_empty() && watches.iter().all(|w| w.verdict == Verdict::Ready);
     let outcome = if failed {
@@ -62,6 +69,9 @@ pub(crate) async fn run(args: &StatusArgs, output: Output) -> Result<ExitCode, E
             node_table(&watches)
         };
         println!("{table}");
+        if !autoscaled.is_empty() {
+            println!("launched by Ray's autoscaler: {}", autoscaled.join(", "));
+        }
         print!("{}", failure_details(&watches));
         if let Some(warning) = ray_version_warning(&watches) {
             output.say(&warning);

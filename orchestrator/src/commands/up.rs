@@ -5,11 +5,14 @@
 //! are started again (their agents resume from their journals); worker types with fewer
 //! nodes than `min_workers` get the missing ones.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use rayefa_wire::Role;
 
 use super::agent_client;
+use super::check::{self, CheckSummary, Checked, print_summary};
+use crate::autoscaling;
 use crate::cli::UpArgs;
 use crate::exit::{Error, ExitCode};
 use crate::provider::{self, LaunchRequest, NodeRecord, Provider, ProviderError};
@@ -77,7 +80,14 @@ pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error
                 head_deadline.saturating_duration_since(started).as_secs()
             ));
         }
-        return Ok(report(&output, &cluster, &[head_watch], &touched, healthy));
+        return Ok(report(
+            &output,
+            &cluster,
+            &[head_watch],
+            &touched,
+            healthy,
+            None,
+        ));
     }
     let head_address = head.private_address.clone().ok_or_else(|| {
         ProviderError::Failed(format!("the head {} has no private address", head.id))
@@ -164,7 +174,36 @@ pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error
     if let Some(warning) = ray_version_warning(&watches) {
         output.say(&warning);
     }
-    Ok(report(&output, &cluster, &watches, &touched, outcome))
+    let check = if outcome == WaitOutcome::Ready && cluster.settings.check {
+        fabric_check(&cluster, provider.as_ref(), &output).await
+    } else {
+        None
+    };
+    Ok(report(
+        &output,
+        &cluster,
+        &watches,
+        &touched,
+        outcome,
+        check.as_ref(),
+    ))
+}
+
+/// `rayefa.check: true`: the fabric check of `rayefa check` with its defaults, once every
+/// node is ready. `None` when the cluster has fewer than two nodes to check (said on stderr).
+async fn fabric_check(
+    cluster: &Cluster,
+    provider: &dyn Provider,
+    output: &Output,
+) -> Option<Result<CheckSummary, Error>> {
+    match check::check(cluster, provider, &check::Options::default(), output).await {
+        Ok(Checked::Ran(summary)) => Some(Ok(summary)),
+        Ok(Checked::TooFewNodes(why)) => {
+            output.say(&format!("rayefa.check: {why}; skipped"));
+            None
+        }
+        Err(error) => Some(Err(error)),
+    }
 }
 
 /// How many nodes of each type the cluster file asks for: one head, `min_workers` of each
@@ -219,17 +258,20 @@ async fn ensure_head(
     }
     let head_type = cluster.head_type();
     progress.message(&format!("launching the head ({head_type})"));
-    let config = render_agent_config(cluster, head_type, Role::Head, None);
-    let head = provider
-        .launch(LaunchRequest {
+    let head = launch_nodes(
+        cluster,
+        provider,
+        &Launch {
             node_type: head_type,
             role: Role::Head,
             count: 1,
-            config: &config,
-        })
-        .await?
-        .pop()
-        .ok_or_else(|| ProviderError::Failed("the provider launched no head".to_owned()))?;
+            head_address: None,
+            tags: &BTreeMap::new(),
+        },
+    )
+    .await?
+    .pop()
+    .ok_or_else(|| ProviderError::Failed("the provider launched no head".to_owned()))?;
     touched.push(head.id.clone());
     launched.push(head.clone());
     Ok(head)
@@ -273,42 +315,103 @@ async fn ensure_workers(
         "launching {count} worker{} of type {node_type}",
         if count == 1 { "" } else { "s" }
     ));
-    let config = render_agent_config(cluster, node_type, Role::Worker, Some(head_address));
-    let started = provider
-        .launch(LaunchRequest {
+    let started = launch_nodes(
+        cluster,
+        provider,
+        &Launch {
             node_type,
             role: Role::Worker,
             count,
-            config: &config,
-        })
-        .await?;
+            head_address: Some(head_address),
+            tags: &BTreeMap::new(),
+        },
+    )
+    .await?;
     touched.extend(started.iter().map(|n| n.id.clone()));
     launched.extend(started);
     Ok(())
 }
 
-/// Prints the outcome and returns its exit code.
+/// What [`launch_nodes`] starts.
+#[derive(Debug)]
+pub(crate) struct Launch<'a> {
+    /// The node type's key in `available_node_types`.
+    pub(crate) node_type: &'a str,
+    /// Head or worker.
+    pub(crate) role: Role,
+    /// How many nodes.
+    pub(crate) count: usize,
+    /// The head's private address, for workers.
+    pub(crate) head_address: Option<&'a str>,
+    /// Tags kept with each node (see [`LaunchRequest::tags`]).
+    pub(crate) tags: &'a BTreeMap<String, String>,
+}
+
+/// Renders the agent configuration of a node type and role (a head's with Ray's autoscaler
+/// when the cluster scales) and launches `launch.count` nodes with it: the one way nodes are
+/// launched, by `up` and by `rayefa nodes launch` for Ray's autoscaler.
+pub(crate) async fn launch_nodes(
+    cluster: &Cluster,
+    provider: &dyn Provider,
+    launch: &Launch<'_>,
+) -> Result<Vec<NodeRecord>, Error> {
+    let mut config =
+        render_agent_config(cluster, launch.node_type, launch.role, launch.head_address);
+    if launch.role == Role::Head {
+        config.autoscaling = autoscaling::head_section(cluster)?;
+    }
+    Ok(provider
+        .launch(LaunchRequest {
+            node_type: launch.node_type,
+            role: launch.role,
+            count: launch.count,
+            config: &config,
+            tags: launch.tags,
+        })
+        .await?)
+}
+
+/// Prints the outcome (and the fabric check's, when `rayefa.check` ran it) and returns its
+/// exit code: a failed check fails `up` (1), a check that could not run gives its error's.
 fn report(
     output: &Output,
     cluster: &Cluster,
     watches: &[NodeWatch],
     touched: &[String],
     outcome: WaitOutcome,
+    check: Option<&Result<CheckSummary, Error>>,
 ) -> ExitCode {
     let (word, code) = match outcome {
         WaitOutcome::Ready => ("ready", ExitCode::Success),
         WaitOutcome::Failed => ("failed", ExitCode::NodeFailed),
         WaitOutcome::TimedOut => ("timed-out", ExitCode::TimedOut),
     };
+    let code = match check {
+        Some(Ok(summary)) if !summary.passed() => ExitCode::NodeFailed,
+        Some(Err(error)) => ExitCode::from(error),
+        _ => code,
+    };
     if output.json() {
-        output.print_json(&ClusterSummary {
+        let summary = ClusterSummary {
             cluster: cluster.name(),
             provider: cluster.provider_type(),
             outcome: word,
             launched: touched.to_vec(),
             nodes: watches.iter().map(NodeSummary::of).collect(),
             findings: &cluster.findings,
-        });
+        };
+        match (check, serde_json::to_value(&summary)) {
+            (Some(check), Ok(mut doc)) => {
+                doc["check"] = match check {
+                    Ok(check) => serde_json::to_value(check).unwrap_or_default(),
+                    Err(error) => {
+                        serde_json::json!({"outcome": "error", "error": error.to_string()})
+                    }
+                };
+                output.print_json(&doc);
+            }
+            _ => output.print_json(&summary),
+        }
         return code;
     }
     if !output.quiet {
@@ -327,6 +430,22 @@ fn report(
         ),
         WaitOutcome::Failed => println!("cluster {}: a node failed", cluster.name()),
         WaitOutcome::TimedOut => println!("cluster {}: not ready in time", cluster.name()),
+    }
+    match check {
+        Some(Ok(summary)) => {
+            print_summary(summary, output);
+            if !summary.passed() {
+                println!(
+                    "cluster {}: the fabric check failed (rayefa.check)",
+                    cluster.name()
+                );
+            }
+        }
+        Some(Err(error)) => println!(
+            "cluster {}: the fabric check could not run (rayefa.check): {error}",
+            cluster.name()
+        ),
+        None => {}
     }
     code
 }

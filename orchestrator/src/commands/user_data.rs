@@ -42,7 +42,10 @@ pub(crate) fn run(args: &UserDataArgs, output: Output) -> Result<ExitCode, Error
             Some(HEAD_ADDRESS_PLACEHOLDER)
         }
     };
-    let config = render_agent_config(&cluster, &args.node_type, role, head);
+    let mut config = render_agent_config(&cluster, &args.node_type, role, head);
+    if role == Role::Head {
+        config.autoscaling = crate::autoscaling::head_section(&cluster)?;
+    }
     if output.json() {
         output.print_json(&config);
     } else {

@@ -9,10 +9,12 @@
 //! (EC2 instances) behave the same to a user.
 
 pub(crate) mod aws;
+pub(crate) mod control_secret;
 pub(crate) mod local;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayefa_cluster::schema::ClusterSpec;
 use rayefa_cluster::{Cluster, ClusterError, Finding};
@@ -71,6 +73,20 @@ pub(crate) struct LaunchRequest<'a> {
     /// The rendered agent configuration of this node type and role; a provider adds what
     /// differs per node (the local provider's listen address).
     pub(crate) config: &'a AgentConfigFile,
+    /// Tags to keep with each node from its launch on: Ray's own (`ray-node-status`,
+    /// `ray-launch-config`, ...) and [`AUTOSCALED_TAG`] for nodes Ray's autoscaler asked for.
+    /// Only a provider whose [`Provider::keeps_tags`] is true is given any.
+    pub(crate) tags: &'a BTreeMap<String, String>,
+}
+
+/// The tag that marks a node launched for Ray's autoscaler (`rayefa nodes launch`), whose
+/// value is `true`.
+pub(crate) const AUTOSCALED_TAG: &str = "rayefa-autoscaled";
+
+/// Whether `tags` mark a node launched for Ray's autoscaler.
+pub(crate) fn is_autoscaled(tags: Option<&BTreeMap<String, String>>) -> bool {
+    tags.and_then(|t| t.get(AUTOSCALED_TAG))
+        .is_some_and(|v| v == "true")
 }
 
 /// How one node ended under `terminate`.
@@ -130,6 +146,40 @@ pub(crate) trait Provider: Send + Sync {
     /// Where the provider keeps the cluster, for messages (a directory, a region).
     fn location(&self) -> Option<String> {
         None
+    }
+
+    /// Whether the provider keeps tags per node ([`LaunchRequest::tags`], [`Provider::tags`],
+    /// [`Provider::set_tags`]): what Ray's autoscaler needs of it.
+    fn keeps_tags(&self) -> bool {
+        false
+    }
+
+    /// The tags kept with `nodes`, by node id; nodes without any are left out.
+    async fn tags(
+        &self,
+        _nodes: &[NodeRecord],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, ProviderError> {
+        Ok(BTreeMap::new())
+    }
+
+    /// Adds `tags` to those kept with node `id`, replacing a tag of the same key.
+    async fn set_tags(
+        &self,
+        id: &str,
+        _tags: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        Err(ProviderError::Failed(format!(
+            "this provider keeps no tags per node, so node {id} cannot be tagged; Ray's \
+             autoscaler needs them"
+        )))
+    }
+
+    /// The file on this machine that keeps the cluster's control secret (made on its first
+    /// launch, read by every later launch and by `check`; see [`control_secret`]).
+    fn control_secret_file(&self) -> Result<PathBuf, ProviderError> {
+        Err(ProviderError::Failed(
+            "this provider keeps no control secret, so its nodes' fabric cannot be checked".into(),
+        ))
     }
 
     /// What `nodes` last published about themselves through the provider (EC2 tags), by node

@@ -16,6 +16,9 @@
 //!   consistency does (moto lists an instance the moment RunInstances returns it): hidden
 //!   from filtered listings, and `InvalidInstanceID.NotFound` when asked for by id;
 //! - RunInstances can be refused as EC2 refuses a just-created instance profile;
+//! - SSM GetParameters also answers public parameters moto does not have (the Deep Learning
+//!   AMIs' `/aws/service/deeplearning/...`; moto knows only the Amazon Linux ones and refuses
+//!   PutParameter under `/aws`), and records the names asked for as `Names.N` parameters;
 //! - S3 (GetObject, HeadObject, PutObject, path-style) is passed through with its headers,
 //!   and a presigned URL is checked as S3 checks it, which moto does not: refused after
 //!   `X-Amz-Expires`, and refused when its signature is not the one the test credentials
@@ -158,6 +161,8 @@ struct State {
     hide_new_for: Option<std::time::Duration>,
     /// Instances launched while hiding was on, with the time they appear.
     hidden_until: HashMap<String, std::time::Instant>,
+    /// SSM public parameters the proxy answers itself: name, value.
+    public_parameters: BTreeMap<String, String>,
 }
 
 impl State {
@@ -250,6 +255,14 @@ impl Ec2Proxy {
     /// RunInstances returned it, as EC2 may.
     pub fn hide_new_instances(&self, delay: std::time::Duration) {
         self.lock().hide_new_for = Some(delay);
+    }
+
+    /// Makes SSM's GetParameters answer the public parameter `name` with `value`, as AWS's
+    /// own parameters are answered (moto has only some of them).
+    pub fn add_public_parameter(&self, name: &str, value: &str) {
+        self.lock()
+            .public_parameters
+            .insert(name.to_owned(), value.to_owned());
     }
 
     /// Every request so far.
@@ -505,6 +518,9 @@ async fn answer_ec2(
     recorded: &mut Recorded,
     state: &Arc<Mutex<State>>,
 ) -> Answer {
+    if recorded.service == "ssm" && recorded.action == "GetParameters" {
+        return get_parameters(forward, body, recorded, state).await;
+    }
     if recorded.service != "ec2" {
         return forward.send(body.clone()).await;
     }
@@ -531,6 +547,67 @@ async fn answer_ec2(
                 None => forward.send(body.clone()).await,
             }
         }
+    }
+}
+
+/// SSM's GetParameters (JSON protocol) with the proxy's public parameters: those moto is not
+/// asked for; the rest are, and the two answers are merged.
+async fn get_parameters(
+    forward: &Forward<'_>,
+    body: &Bytes,
+    recorded: &mut Recorded,
+    state: &Arc<Mutex<State>>,
+) -> Answer {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let names: Vec<String> = request["Names"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    recorded.params = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (format!("Names.{}", i + 1), name.clone()))
+        .collect();
+    let known = state
+        .lock()
+        .expect("proxy state lock")
+        .public_parameters
+        .clone();
+    let (ours, theirs): (Vec<String>, Vec<String>) =
+        names.into_iter().partition(|n| known.contains_key(n));
+    if ours.is_empty() {
+        return forward.send(body.clone()).await;
+    }
+    recorded.outcome = "proxy".into();
+    let mut answer = serde_json::json!({"Parameters": [], "InvalidParameters": []});
+    if !theirs.is_empty() {
+        let asked = serde_json::json!({ "Names": theirs });
+        let upstream = forward.send(Bytes::from(asked.to_string())).await;
+        if upstream.status != 200 {
+            return upstream;
+        }
+        answer = serde_json::from_slice(&upstream.body).unwrap_or(answer);
+    }
+    for name in ours {
+        let parameter = serde_json::json!({
+            "Name": name,
+            "Type": "String",
+            "Value": known[&name],
+            "Version": 1,
+            "DataType": "aws:ec2:image",
+        });
+        if let Some(list) = answer["Parameters"].as_array_mut() {
+            list.push(parameter);
+        }
+    }
+    Answer {
+        status: 200,
+        body: Bytes::from(answer.to_string()),
     }
 }
 

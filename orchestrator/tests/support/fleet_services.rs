@@ -1,6 +1,7 @@
 //! What the host offers the fleet's nodes on the bridge, besides the metadata stand-in: a file
-//! server for the agent package and the EFA installer (the `rayefa.agent_package` and
-//! `rayefa.efa` URLs point at it), and a CONNECT proxy that lets pip reach PyPI and nothing
+//! server for the EFA installer (the `rayefa.efa` URLs point at it), a relay to the S3
+//! endpoint the agent packages are published to (moto behind the project's proxy, which
+//! listen on the host's loopback), and a CONNECT proxy that lets pip reach PyPI and nothing
 //! else (the nodes have no route off the bridge).
 //!
 //! Each service runs on a runtime of its own; dropping the service drops the runtime, which
@@ -255,5 +256,56 @@ async fn tunnel(mut client: TcpStream, peer: SocketAddr, record: &Mutex<Vec<Tunn
         .is_ok()
     {
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+}
+
+/// A TCP relay from an address on the bridge to one on the host's loopback: the nodes' route to
+/// the S3 endpoint, as a VPC endpoint is a site's. Bytes pass unchanged, so the `Host` a node
+/// sends is the bridge address the orchestrator signed its presigned URL for, and the proxy
+/// behind checks the signature against exactly that.
+#[derive(Debug)]
+pub struct Relay {
+    addr: SocketAddr,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    _service: Service,
+}
+
+impl Relay {
+    /// Relays every connection to `addr` to `upstream`.
+    pub fn start(addr: SocketAddr, upstream: SocketAddr) -> Relay {
+        let service = Service::new();
+        let listener = service.bind(addr, "S3 relay");
+        let peers: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+        let record = Arc::clone(&peers);
+        service.runtime().spawn(async move {
+            loop {
+                let Ok((mut client, peer)) = listener.accept().await else {
+                    continue;
+                };
+                record.lock().expect("peers lock").push(peer);
+                tokio::spawn(async move {
+                    // A refused upstream closes the client's connection: it sees the endpoint
+                    // as down, which is what it is.
+                    if let Ok(mut upstream) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            addr,
+            peers,
+            _service: service,
+        }
+    }
+
+    /// The endpoint URL on the bridge (`AWS_ENDPOINT_URL_S3`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Who connected so far, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().expect("peers lock").clone()
     }
 }

@@ -4,6 +4,7 @@
 
 mod interpreter;
 mod os_packages;
+mod owner;
 mod python;
 mod uv;
 
@@ -28,7 +29,9 @@ use uv::Installer;
 ///
 /// Done when every OS package is installed, the virtualenv exists and pip would find every
 /// requirement (with its extras and their dependencies) already satisfied: the check reads the
-/// installed distributions' metadata, which uv and pip write alike.
+/// installed distributions' metadata, which uv and pip write alike. When the cluster commands
+/// run as a user, the virtualenv is handed to that user after the install and is done only
+/// while the user owns all of it (owner.rs says why).
 #[derive(Debug, Default)]
 pub(crate) struct InstallRay;
 
@@ -100,13 +103,20 @@ impl Step for InstallRay {
             return Ok(Check::NotDone);
         }
         match python::requirements(ctx).await {
-            Ok(found) if found.satisfied => Ok(Check::Done(Some(detail(
-                ctx,
-                os.as_ref(),
-                &interpreter,
-                None,
-                &found,
-            )))),
+            Ok(found) if found.satisfied => {
+                if let Some(user) = &ctx.settings.commands.user
+                    && !owner::owned_by(ctx, user).await?
+                {
+                    return Ok(Check::NotDone);
+                }
+                Ok(Check::Done(Some(detail(
+                    ctx,
+                    os.as_ref(),
+                    &interpreter,
+                    None,
+                    &found,
+                ))))
+            }
             Ok(_) => Ok(Check::NotDone),
             Err(err) => {
                 // A virtualenv that cannot answer is one to repair, not a reason to fail.
@@ -159,6 +169,9 @@ impl Step for InstallRay {
                 )));
             }
         }
+        if let Some(user) = &ctx.settings.commands.user {
+            owner::hand_over(ctx, user).await?;
+        }
         if let Some(version) = &found.ray_version {
             ctx.activity(format!("Ray {version} installed"));
         }
@@ -204,6 +217,10 @@ struct Detail<'a> {
     shared: PythonInstallDetail,
     os_packages: Value,
     virtualenv: &'a std::path::Path,
+    /// The user the virtualenv belongs to, when it is not root's: the one the cluster
+    /// commands run as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    virtualenv_owner: Option<&'a str>,
     python_packages: &'a std::collections::BTreeMap<String, Option<String>>,
 }
 
@@ -229,6 +246,7 @@ fn detail(
         },
         os_packages: os,
         virtualenv: &ctx.settings.packages.virtualenv,
+        virtualenv_owner: ctx.settings.commands.user.as_deref(),
         python_packages: &python.versions,
     };
     serde_json::to_value(&detail).unwrap_or(Value::Null)

@@ -65,8 +65,10 @@ pub(super) async fn create_venv(ctx: &StepContext, interpreter: &str) -> Result<
 /// Asks the virtualenv's interpreter whether the configured requirements are met. Reads only
 /// what is installed: no network, a fraction of a second even for Ray's dependency tree.
 pub(super) async fn requirements(ctx: &StepContext) -> Result<Requirements, StepError> {
+    // No bytecode from the check: the agent runs it as root, and what it wrote into the
+    // virtualenv would be root's in a tree that may belong to the commands' user (owner.rs).
     let spec = CommandSpec::new(venv::python(ctx).display().to_string())
-        .args(["-c", SATISFIED_PY])
+        .args(["-B", "-c", SATISFIED_PY])
         .args(&ctx.settings.packages.python);
     let outcome = ctx.run(spec).await?;
     let line = outcome

@@ -6,6 +6,7 @@
 use rayefa_cluster::Finding;
 use rayefa_cluster::schema::ClusterSpec;
 
+use super::image::{self, Family, ImageChoice};
 use super::node_config;
 use super::settings::AwsSettings;
 
@@ -19,14 +20,37 @@ pub(crate) fn check(spec: &ClusterSpec, out: &mut Vec<Finding>) {
         .flat_map(|types| types.value.iter())
     {
         let path = format!("available_node_types.{name}.node_config");
-        if let Err(error) = node_config::parse(&node_type.node_config.value, &path) {
-            out.push(Finding::error(
+        match node_config::parse(&node_type.node_config.value, &path) {
+            Ok(config) => {
+                if let ImageChoice::Latest(family) = image::choice(&config) {
+                    out.push(Finding::note(
+                        node_type.node_config.referenced,
+                        format!("{path}.ImageId"),
+                        looked_up_at_launch(family),
+                    ));
+                }
+            }
+            Err(error) => out.push(Finding::error(
                 node_type.node_config.referenced,
                 error.path,
                 error.message,
-            ));
+            )),
         }
     }
+}
+
+/// What becomes of a missing `ImageId` or `latest_dlami`, said without the account.
+fn looked_up_at_launch(family: Family) -> String {
+    let (asked, ray) = match family {
+        Family::Al2023 => ("not given", "Ray would use a Deep Learning AMI (Ubuntu)"),
+        Family::DeepLearning => ("latest_dlami", "Ray's is an Ubuntu one"),
+    };
+    format!(
+        "{asked}: the latest {} image for the instance type's architecture is looked up when \
+         `up` runs (SSM parameter {}; `rayefa validate` without --offline shows which); {ray}",
+        family.name(),
+        family.parameters()
+    )
 }
 
 #[cfg(test)]

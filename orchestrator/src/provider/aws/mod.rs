@@ -12,6 +12,7 @@ mod discover;
 mod error;
 mod fields;
 mod file_check;
+mod image;
 mod instance_types;
 mod launch;
 mod node_config;

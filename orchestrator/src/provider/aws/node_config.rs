@@ -70,6 +70,15 @@ impl NodeConfig {
         self.input.get_image_id().as_deref()
     }
 
+    /// The same arguments launching `image` (one looked up for a missing `ImageId` or Ray's
+    /// `latest_dlami`).
+    pub(crate) fn with_image(&self, image: &str) -> NodeConfig {
+        NodeConfig {
+            input: self.input.clone().image_id(image),
+            ..self.clone()
+        }
+    }
+
     /// The network interfaces the file asks for.
     pub(crate) fn network_interfaces(&self) -> &[InstanceNetworkInterfaceSpecification] {
         self.input
@@ -179,7 +188,8 @@ pub(crate) fn parse(value: &Value, path: &str) -> Result<NodeConfig> {
 
     let input = RunInstancesInput::builder()
         .set_block_device_mappings(f.objects("BlockDeviceMappings", block_device_mapping)?)
-        .set_image_id(f.string("ImageId")?)
+        // Ray takes an empty ImageId for a missing one, which rayefa looks up (image.rs).
+        .set_image_id(f.string("ImageId")?.filter(|image| !image.is_empty()))
         // Any text is passed on: EC2 adds instance types faster than SDK releases; preflight
         // asks EC2 whether the type exists.
         .set_instance_type(

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::agent_package;
 use super::client::Clients;
 use super::error::{ApiError, ErrorKind};
+use super::image::{self, Family, ImageChoice, ResolvedImage};
 use super::instance_types::InstanceTypeRow;
 use super::node_config::{NodeConfig, ProfileRef};
 use super::prepare::{Direction, has_self_rule, placement_group_strategy};
@@ -24,7 +25,7 @@ pub(crate) struct Problem {
     /// The node type it concerns, when it concerns one.
     pub(crate) node_type: Option<String>,
     /// Which check found it: `instance-type`, `efa`, `efa-interfaces`, `efa-layout`,
-    /// `agent-package`, `architecture`,
+    /// `agent-package`, `architecture`, `image`,
     /// `subnet`, `availability-zone`, `placement-group`, `security-group`,
     /// `instance-profile`, `user-data`, `aws`.
     pub(crate) check: &'static str,
@@ -45,7 +46,7 @@ impl Problem {
         match self.check {
             "instance-type" => Some("InstanceType"),
             "efa" | "efa-interfaces" | "efa-layout" => Some("NetworkInterfaces"),
-            "architecture" => Some("ImageId"),
+            "architecture" | "image" => Some("ImageId"),
             "placement-group" => Some("Placement.GroupName"),
             "instance-profile" => Some("IamInstanceProfile"),
             _ => None,
@@ -82,6 +83,8 @@ pub(crate) struct Outcome {
     pub(crate) problems: Vec<Problem>,
     /// The architectures (EC2's names) of each node type's instance type, where EC2 said.
     pub(crate) architectures: BTreeMap<String, Vec<String>>,
+    /// The image looked up for each node type without an `ImageId` or with `latest_dlami`.
+    pub(crate) images: BTreeMap<String, ResolvedImage>,
 }
 
 /// Collects problems, remembering what EC2 said so each thing is asked about once.
@@ -90,6 +93,8 @@ struct Checker<'c> {
     problems: Vec<Problem>,
     types: BTreeMap<String, TypeLookup>,
     architectures: BTreeMap<String, Vec<String>>,
+    /// The images to look up, by node type: family, SSM parameter, architecture.
+    wanted_images: BTreeMap<String, (Family, &'static str, String)>,
 }
 
 impl Checker<'_> {
@@ -172,17 +177,20 @@ pub(crate) async fn preflight(clients: &Clients, input: &Input<'_>) -> Outcome {
         problems: Vec::new(),
         types: BTreeMap::new(),
         architectures: BTreeMap::new(),
+        wanted_images: BTreeMap::new(),
     };
     let zones = subnet_zones(&mut checker, input).await;
     for node_type in &input.node_types {
         check_node_type(&mut checker, node_type, input, &zones).await;
     }
+    let images = resolve_images(&mut checker).await;
     check_placement_groups(&mut checker, input).await;
     check_security_groups(&mut checker, input).await;
     check_instance_profiles(&mut checker, input).await;
     Outcome {
         problems: checker.problems,
         architectures: checker.architectures,
+        images,
     }
 }
 
@@ -283,6 +291,7 @@ async fn check_node_type(
         }
     }
 
+    let image_choice = image::choice(config);
     if let Some(instance_type) = config.instance_type() {
         match checker.instance_type(instance_type).await {
             TypeLookup::Unchecked => {}
@@ -314,11 +323,25 @@ async fn check_node_type(
                 for zone in &used_zones {
                     check_offering(checker, name, instance_type, zone).await;
                 }
-                if let Some(image) = config.image_id() {
-                    check_architecture(checker, name, image, &row).await;
+                match image_choice {
+                    ImageChoice::Given(image) => {
+                        check_architecture(checker, name, image, &row).await;
+                    }
+                    ImageChoice::Latest(family) => want_image(checker, name, family, &row),
+                    ImageChoice::FromLaunchTemplate => {}
                 }
             }
         }
+    } else if let ImageChoice::Latest(family) = image_choice {
+        checker.finding(
+            Some(name),
+            "image",
+            format!(
+                "{} and no InstanceType to choose the image's architecture by",
+                image_request(family)
+            ),
+            "add InstanceType, or set ImageId to an AMI id".into(),
+        );
     }
 
     if !fits_ec2(node_type.user_data_len) {
@@ -332,6 +355,86 @@ async fn check_node_type(
             "shorten the setup commands, or move them into a script the commands download".into(),
         );
     }
+}
+
+/// How the file asked for a looked-up image, for messages.
+fn image_request(family: Family) -> &'static str {
+    match family {
+        Family::Al2023 => "ImageId is missing",
+        Family::DeepLearning => "ImageId is latest_dlami",
+    }
+}
+
+/// Notes the image parameter a node type of instance type `row` needs, or the problem when
+/// AWS publishes none for the type's architecture.
+fn want_image(checker: &mut Checker<'_>, name: &str, family: Family, row: &InstanceTypeRow) {
+    match image::parameter_for(family, &row.architectures) {
+        Some((parameter, architecture)) => {
+            checker
+                .wanted_images
+                .insert(name.to_owned(), (family, parameter, architecture));
+        }
+        None => checker.finding(
+            Some(name),
+            "image",
+            format!(
+                "{}, and AWS publishes no {} image parameter for {}, which runs {}",
+                image_request(family),
+                family.name(),
+                row.instance_type,
+                row.architectures.join(", ")
+            ),
+            "set ImageId to an AMI id for that architecture".into(),
+        ),
+    }
+}
+
+/// Looks up every wanted image in one SSM call; a parameter the region does not have is a
+/// problem of each node type that needs it.
+async fn resolve_images(checker: &mut Checker<'_>) -> BTreeMap<String, ResolvedImage> {
+    let wanted = std::mem::take(&mut checker.wanted_images);
+    let mut parameters: Vec<&'static str> = wanted.values().map(|(_, p, _)| *p).collect();
+    parameters.sort_unstable();
+    parameters.dedup();
+    let values = match image::read_parameters(checker.clients, &parameters).await {
+        Ok(values) => values,
+        Err(error) => {
+            for name in wanted.keys() {
+                checker.unchecked(Some(name), &error);
+            }
+            return BTreeMap::new();
+        }
+    };
+    let mut images = BTreeMap::new();
+    for (name, (family, parameter, architecture)) in wanted {
+        match values.get(parameter) {
+            Some(image_id) => {
+                images.insert(
+                    name,
+                    ResolvedImage {
+                        image_id: image_id.clone(),
+                        family,
+                        architecture,
+                        parameter,
+                    },
+                );
+            }
+            None => {
+                let region = checker.clients.region.clone();
+                checker.finding(
+                    Some(&name),
+                    "image",
+                    format!(
+                        "{}, and SSM has no parameter {parameter} in {region} to find the                          latest {} image by",
+                        image_request(family),
+                        family.name()
+                    ),
+                    "set ImageId to an AMI id available in the region".into(),
+                );
+            }
+        }
+    }
+    images
 }
 
 fn check_type_abilities(

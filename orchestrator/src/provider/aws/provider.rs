@@ -15,6 +15,7 @@ use super::agent_package::{self, NodePackage};
 use super::agent_store::{self, Manifest, Presigner, StoreError};
 use super::client::Clients;
 use super::error::{ApiError, ErrorKind};
+use super::image::ResolvedImage;
 use super::launch::{self, LaunchSpec};
 use super::node_config::{self, NodeConfig};
 use super::preflight::{self, NodeTypeCheck, Problem};
@@ -22,12 +23,13 @@ use super::s3::S3;
 use super::settings::AwsSettings;
 use super::tags::{self, PublishedState};
 use super::user_data::render_user_data;
+use crate::provider::control_secret::{self, ControlSecret};
 use crate::provider::{
     LaunchRequest, Lifecycle, NodeRecord, Provider, ProviderError, Published, Termination,
 };
 use rayefa_cluster::rayefa::{AgentPackages, AgentStore};
 use rayefa_cluster::render::render_agent_config;
-use rayefa_cluster::{Cluster, Finding};
+use rayefa_cluster::{Cluster, Finding, Severity};
 
 /// How often launches and `down` look at instances they wait for.
 const WAIT_INTERVAL: Duration = Duration::from_secs(2);
@@ -92,7 +94,9 @@ pub(crate) async fn preflight_cluster(cluster: &Cluster) -> Result<Vec<Finding>,
         None => None,
     };
     let store = store.as_ref().zip(manifest.as_ref());
-    Ok(run_preflight(&clients, cluster, &configs, store).await?.0)
+    Ok(run_preflight(&clients, cluster, &configs, store)
+        .await?
+        .findings)
 }
 
 /// The agent store of a cluster file with `rayefa.agent_store`, and the client that reads it.
@@ -168,13 +172,42 @@ fn cluster_finding(cluster: &Cluster, problem: &Problem) -> Finding {
     Finding::error(location, key, problem.message())
 }
 
-/// The findings of preflight, and the architectures of each node type's instance type.
+/// What preflight found, as the cluster file's findings and what launches need.
+#[derive(Debug)]
+struct Preflighted {
+    /// Errors (each stops `up`) and notes.
+    findings: Vec<Finding>,
+    /// The architectures of each node type's instance type.
+    architectures: BTreeMap<String, Vec<String>>,
+    /// The image looked up for each node type without an `ImageId` or with `latest_dlami`.
+    images: BTreeMap<String, ResolvedImage>,
+}
+
+/// The note that says which image a node type will boot, where it was looked up.
+fn image_note(cluster: &Cluster, node_type: &str, image: &ResolvedImage) -> Finding {
+    let location = cluster
+        .node_type(node_type)
+        .map_or(cluster.spec.provider.referenced, |t| {
+            t.node_config.referenced
+        });
+    let asked = match image.family {
+        super::image::Family::Al2023 => "ImageId missing",
+        super::image::Family::DeepLearning => "ImageId latest_dlami",
+    };
+    Finding::note(
+        location,
+        format!("available_node_types.{node_type}.node_config.ImageId"),
+        format!("node type {node_type}: {asked}; will use {image}"),
+    )
+}
+
+/// Runs preflight for `up` and `validate`.
 async fn run_preflight(
     clients: &Clients,
     cluster: &Cluster,
     configs: &BTreeMap<String, NodeConfig>,
     store: Option<(&StoreClient, &Manifest)>,
-) -> Result<(Vec<Finding>, BTreeMap<String, Vec<String>>), AwsError> {
+) -> Result<Preflighted, AwsError> {
     let packages = agent_packages(cluster);
     // Sized with the longest package URLs: the architectures are not known yet.
     let package = match store {
@@ -187,7 +220,8 @@ async fn run_preflight(
     for (name, config) in configs {
         let role = role_of(cluster, name);
         let head = (role == Role::Worker).then_some(SIZING_HEAD_ADDRESS);
-        let agent_config = render_agent_config(cluster, name, role, head);
+        let mut agent_config = render_agent_config(cluster, name, role, head);
+        control_secret::with_secret(&mut agent_config, &ControlSecret::placeholder());
         let user_data = render_user_data(package.as_ref(), &agent_config).map_err(|source| {
             AwsError::UserData {
                 node_type: name.clone(),
@@ -231,7 +265,17 @@ async fn run_preflight(
             }
         }
     }
-    Ok((findings, outcome.architectures))
+    findings.extend(
+        outcome
+            .images
+            .iter()
+            .map(|(name, image)| image_note(cluster, name, image)),
+    );
+    Ok(Preflighted {
+        findings,
+        architectures: outcome.architectures,
+        images: outcome.images,
+    })
 }
 
 /// What preflight found out, once per run.
@@ -241,6 +285,9 @@ struct Checked {
     architectures: BTreeMap<String, Vec<String>>,
     /// The agent store's manifest, when the file names a store.
     manifest: Option<Manifest>,
+    /// The image looked up for each node type without an `ImageId` or with `latest_dlami`:
+    /// once per run, so every node of the run boots the same one.
+    images: BTreeMap<String, ResolvedImage>,
 }
 
 /// Nodes are EC2 instances.
@@ -297,12 +344,21 @@ impl AwsProvider {
                     None => None,
                 };
                 let store = self.store.as_ref().zip(manifest.as_ref());
-                let (findings, architectures) =
+                let preflighted =
                     run_preflight(&self.clients, &self.cluster, &self.configs, store).await?;
+                let findings: Vec<&Finding> = preflighted
+                    .findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Error)
+                    .collect();
                 if findings.is_empty() {
+                    for note in &preflighted.findings {
+                        tracing::info!("{}", note.display(&self.cluster.display_path()));
+                    }
                     return Ok(Checked {
-                        architectures,
+                        architectures: preflighted.architectures,
                         manifest,
+                        images: preflighted.images,
                     });
                 }
                 let file = self.cluster.display_path();
@@ -505,6 +561,14 @@ impl Provider for AwsProvider {
                 request.node_type
             ))
         })?;
+        let resolved;
+        let config = match checked.images.get(request.node_type) {
+            Some(image) => {
+                resolved = config.with_image(&image.image_id);
+                &resolved
+            }
+            None => config,
+        };
         let type_architectures = checked
             .architectures
             .get(request.node_type)
@@ -524,7 +588,8 @@ impl Provider for AwsProvider {
                 .map_err(|e| failed(&e))?
                 .map(NodePackage::from),
         };
-        let user_data = render_user_data(package.as_ref(), request.config).map_err(|e| {
+        let agent_config = control_secret::secured(request.config, &self.control_secret_file()?)?;
+        let user_data = render_user_data(package.as_ref(), &agent_config).map_err(|e| {
             ProviderError::Failed(format!(
                 "rendering the user data of {}: {e}",
                 request.node_type
@@ -555,6 +620,15 @@ impl Provider for AwsProvider {
 
     fn location(&self) -> Option<String> {
         Some(self.clients.region.clone())
+    }
+
+    /// Beside the local provider's clusters, by region: `STATE/aws/REGION/CLUSTER/`.
+    fn control_secret_file(&self) -> Result<std::path::PathBuf, ProviderError> {
+        Ok(crate::provider::local::state_dir()?
+            .join("aws")
+            .join(&self.clients.region)
+            .join(self.cluster.name())
+            .join("control-secret"))
     }
 
     async fn published(

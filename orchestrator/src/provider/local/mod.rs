@@ -10,7 +10,7 @@ mod node_dir;
 mod process;
 mod provider_type;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -103,6 +103,11 @@ impl LocalProvider {
         })
     }
 
+    /// `CLUSTER_DIR/control-secret`: the cluster's control secret, beside its nodes.
+    fn cluster_secret(&self) -> PathBuf {
+        self.cluster_dir.join("control-secret")
+    }
+
     fn address_of(&self, slot: u32) -> Option<Ipv4Addr> {
         let address = u32::from(self.first_address).checked_add(slot)?;
         let address = Ipv4Addr::from(address);
@@ -164,6 +169,7 @@ impl Provider for LocalProvider {
         })?;
         let mut used_slots: BTreeSet<u32> = existing.iter().map(|(_, n)| n.slot).collect();
         let mut used_ids: BTreeSet<String> = existing.iter().map(|(_, n)| n.id.clone()).collect();
+        let rendered = super::control_secret::secured(request.config, &self.cluster_secret())?;
         let mut launched = Vec::new();
         for _ in 0..request.count {
             let (slot, address) = self.free_slot(&used_slots)?;
@@ -178,7 +184,15 @@ impl Provider for LocalProvider {
                 context: format!("creating {}", dir.root().display()),
                 source,
             })?;
-            let config = local_config(request.config, address, self.port);
+            // Before the record: a listing never shows the node without its tags.
+            if !request.tags.is_empty() {
+                dir.write_tags(request.tags)
+                    .map_err(|source| ProviderError::Io {
+                        context: format!("writing {}", dir.tags().display()),
+                        source,
+                    })?;
+            }
+            let config = local_config(&rendered, address, self.port);
             let text = toml::to_string(&config).map_err(|e| {
                 ProviderError::Failed(format!("rendering the agent configuration of {id}: {e}"))
             })?;
@@ -237,6 +251,54 @@ impl Provider for LocalProvider {
 
     fn location(&self) -> Option<String> {
         Some(self.cluster_dir.display().to_string())
+    }
+
+    fn control_secret_file(&self) -> Result<PathBuf, ProviderError> {
+        Ok(self.cluster_secret())
+    }
+
+    fn keeps_tags(&self) -> bool {
+        true
+    }
+
+    async fn tags(
+        &self,
+        nodes: &[NodeRecord],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, ProviderError> {
+        let mut found = BTreeMap::new();
+        for node in nodes {
+            let dir = NodeDir::new(&self.cluster_dir, &node.id);
+            let tags = dir.read_tags().map_err(|source| ProviderError::Io {
+                context: format!("reading {}", dir.tags().display()),
+                source,
+            })?;
+            if !tags.is_empty() {
+                found.insert(node.id.clone(), tags);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn set_tags(
+        &self,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let _lock = self.lock()?;
+        let dir = NodeDir::new(&self.cluster_dir, id);
+        if !dir.record().exists() {
+            return Err(ProviderError::Failed(format!(
+                "no node {id} in {}",
+                self.cluster_dir.display()
+            )));
+        }
+        let io = |source| ProviderError::Io {
+            context: format!("updating {}", dir.tags().display()),
+            source,
+        };
+        let mut kept = dir.read_tags().map_err(io)?;
+        kept.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        dir.write_tags(&kept).map_err(io)
     }
 
     async fn terminate(&self, nodes: &[NodeRecord]) -> Result<Vec<Termination>, ProviderError> {
@@ -360,7 +422,7 @@ fn absolute(path: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// `$RAYEFA_STATE_DIR`, else `$XDG_STATE_HOME/rayefa`, else `~/.local/state/rayefa`.
-fn state_dir() -> Result<PathBuf, ProviderError> {
+pub(crate) fn state_dir() -> Result<PathBuf, ProviderError> {
     let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(dir) = nonempty(STATE_DIR_ENV) {
         return Ok(PathBuf::from(dir));

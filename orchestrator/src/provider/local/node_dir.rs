@@ -5,9 +5,11 @@
 //! <cluster dir>/nodes/<id>/node.json     the record below
 //! <cluster dir>/nodes/<id>/agent.toml    the rendered agent configuration
 //! <cluster dir>/nodes/<id>/agent.log     the agent's stdout and stderr
+//! <cluster dir>/nodes/<id>/tags.json     tags kept for Ray's autoscaler (absent: none)
 //! <cluster dir>/nodes/<id>/root/         the agent's --root (its state directory lives under it)
 //! ```
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -88,6 +90,34 @@ impl NodeDir {
     /// `root/`
     pub(crate) fn root(&self) -> PathBuf {
         self.dir.join("root")
+    }
+
+    /// `tags.json`
+    pub(crate) fn tags(&self) -> PathBuf {
+        self.dir.join("tags.json")
+    }
+
+    /// Reads `tags.json`; a node without one has no tags.
+    pub(crate) fn read_tags(&self) -> io::Result<BTreeMap<String, String>> {
+        let text = match std::fs::read_to_string(self.tags()) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e),
+        };
+        serde_json::from_str(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", self.tags().display()),
+            )
+        })
+    }
+
+    /// Writes `tags.json` atomically.
+    pub(crate) fn write_tags(&self, tags: &BTreeMap<String, String>) -> io::Result<()> {
+        let text = serde_json::to_string_pretty(tags).map_err(io::Error::other)?;
+        let temporary = self.dir.join("tags.json.new");
+        std::fs::write(&temporary, text)?;
+        std::fs::rename(&temporary, self.tags())
     }
 
     /// Reads `node.json`.
