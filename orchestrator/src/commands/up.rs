@@ -371,6 +371,27 @@ pub(crate) async fn launch_nodes(
         .await?)
 }
 
+/// `up --output json`: the cluster's summary, and the fabric check's when `rayefa.check` ran
+/// it.
+#[derive(serde::Serialize)]
+struct UpSummary<'a> {
+    #[serde(flatten)]
+    cluster: ClusterSummary<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    check: Option<CheckReport<'a>>,
+}
+
+/// The fabric check in `up`'s JSON: its summary, or why it could not run.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum CheckReport<'a> {
+    Ran(&'a CheckSummary),
+    CouldNotRun {
+        outcome: &'static str,
+        error: String,
+    },
+}
+
 /// Prints the outcome (and the fabric check's, when `rayefa.check` ran it) and returns its
 /// exit code: a failed check fails `up` (1), a check that could not run gives its error's.
 fn report(
@@ -392,26 +413,23 @@ fn report(
         _ => code,
     };
     if output.json() {
-        let summary = ClusterSummary {
-            cluster: cluster.name(),
-            provider: cluster.provider_type(),
-            outcome: word,
-            launched: touched.to_vec(),
-            nodes: watches.iter().map(NodeSummary::of).collect(),
-            findings: &cluster.findings,
-        };
-        match (check, serde_json::to_value(&summary)) {
-            (Some(check), Ok(mut doc)) => {
-                doc["check"] = match check {
-                    Ok(check) => serde_json::to_value(check).unwrap_or_default(),
-                    Err(error) => {
-                        serde_json::json!({"outcome": "error", "error": error.to_string()})
-                    }
-                };
-                output.print_json(&doc);
-            }
-            _ => output.print_json(&summary),
-        }
+        output.print_json(&UpSummary {
+            cluster: ClusterSummary {
+                cluster: cluster.name(),
+                provider: cluster.provider_type(),
+                outcome: word,
+                launched: touched.to_vec(),
+                nodes: watches.iter().map(NodeSummary::of).collect(),
+                findings: &cluster.findings,
+            },
+            check: check.map(|check| match check {
+                Ok(summary) => CheckReport::Ran(summary),
+                Err(error) => CheckReport::CouldNotRun {
+                    outcome: "error",
+                    error: error.to_string(),
+                },
+            }),
+        });
         return code;
     }
     if !output.quiet {
