@@ -112,14 +112,7 @@ async fn open(
 
 async fn launch(args: &NodesLaunchArgs, output: Output) -> Result<ExitCode, Error> {
     let (cluster, provider) = open(&args.file).await?;
-    if cluster.node_type(&args.node_type).is_none() {
-        return Err(Error::Usage(format!(
-            "{}: node type `{}` is not in available_node_types (which has {})",
-            cluster.display_path(),
-            args.node_type,
-            cluster.node_type_names().join(", ")
-        )));
-    }
+    super::known_node_type(&cluster, &args.node_type)?;
     let mut tags: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in &args.tag {
         if key.starts_with("rayefa-") {

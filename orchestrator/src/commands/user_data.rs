@@ -18,14 +18,7 @@ const HEAD_ADDRESS_PLACEHOLDER: &str = "HEAD_PRIVATE_IP";
 pub(crate) fn run(args: &UserDataArgs, output: Output) -> Result<ExitCode, Error> {
     let cluster = provider::load_cluster(&args.cluster.file)?;
     output.findings(&cluster);
-    if cluster.node_type(&args.node_type).is_none() {
-        return Err(Error::Usage(format!(
-            "{}: node type `{}` is not in available_node_types (which has {})",
-            cluster.display_path(),
-            args.node_type,
-            cluster.node_type_names().join(", ")
-        )));
-    }
+    super::known_node_type(&cluster, &args.node_type)?;
     let role = if args.node_type == cluster.head_type() {
         Role::Head
     } else {
