@@ -5,30 +5,20 @@
 //! Build the agent first (`cargo build -p rayefa-agent`); `rayefa` finds it next to itself.
 //! Every test has its own cluster directory and loopback range, so they run concurrently.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-/// A local cluster of a head and `workers` workers, taken down when the test ends.
-struct LocalCluster {
-    dir: tempfile::TempDir,
-    file: PathBuf,
+#[allow(dead_code)]
+mod support {
+    pub mod local_cluster;
 }
 
-impl LocalCluster {
-    fn new(name: &str, octet: u8, workers: u32, extra_rayefa: &str) -> Self {
-        let agent = Path::new(env!("CARGO_BIN_EXE_rayefa")).with_file_name("rayefa-agent");
-        assert!(
-            agent.is_file(),
-            "{} is missing: build it first with `cargo build -p rayefa-agent`",
-            agent.display()
-        );
-        let dir = tempfile::tempdir().expect("scratch directory");
-        let file = dir.path().join("cluster.yaml");
-        let text = format!(
-            r#"cluster_name: {name}
+use support::local_cluster::LocalCluster;
+
+/// A local cluster of a head and `workers` workers, taken down when the test ends.
+fn local_cluster(name: &str, octet: u8, workers: u32, extra_rayefa: &str) -> LocalCluster {
+    let text = format!(
+        r#"cluster_name: {name}
 provider: {{type: local}}
 available_node_types:
     head:
@@ -48,78 +38,31 @@ rayefa:
         cluster_dir: state
         first_address: 127.0.{octet}.1
 {extra_rayefa}"#
-        );
-        std::fs::write(&file, text).expect("cluster file");
-        Self { dir, file }
-    }
-
-    fn rayefa(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rayefa"))
-            .args(args)
-            .arg(&self.file)
-            .env_remove("RAYEFA_AGENT")
-            .output()
-            .expect("rayefa runs")
-    }
-
-    /// Runs `rayefa ARGS FILE --output json`: its exit code and document.
-    fn json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
-        let mut all = args.to_vec();
-        all.extend(["--output", "json"]);
-        let output = self.rayefa(&all);
-        let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{args:?}: not JSON ({e}):\n{}\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-        (output.status.code(), doc)
-    }
-
-    fn up(&self) {
-        let output = self.rayefa(&["up", "-q"]);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "up: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn agent_config(&self, id: &str) -> PathBuf {
-        self.state().join("nodes").join(id).join("agent.toml")
-    }
-
-    fn pid(&self, id: &str) -> i32 {
-        let path = self.state().join("nodes").join(id).join("node.json");
-        let record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).expect("record")).expect("json");
-        i32::try_from(record["pid"].as_i64().expect("pid")).expect("pid fits")
-    }
-
-    /// Stops node `id`'s agent for good (SIGKILL), as a crash would.
-    fn kill(&self, id: &str) {
-        let pid = self.pid(id);
-        nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill the agent");
-        let gone = std::time::Instant::now();
-        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-        {
-            assert!(gone.elapsed().as_secs() < 10, "agent {pid} did not die");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
+    );
+    LocalCluster::write(&text)
 }
 
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        let _ = self.rayefa(&["down", "-q"]);
+fn up(cluster: &LocalCluster) {
+    let output = cluster.rayefa(&["up", "-q"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "up: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Stops node `id`'s agent for good (SIGKILL), as a crash would.
+fn kill(cluster: &LocalCluster, id: &str) {
+    let pid = cluster.pid(id);
+    nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill the agent");
+    let gone = std::time::Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(gone.elapsed().as_secs() < 10, "agent {pid} did not die");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -164,10 +107,10 @@ fn assert_measured(pair: &serde_json::Value) {
 
 #[test]
 fn all_pairs_of_three_local_agents_pass_over_tcp() {
-    let cluster = LocalCluster::new("check_all", 121, 2, "");
-    cluster.up();
+    let cluster = local_cluster("check_all", 121, 2, "");
+    up(&cluster);
     // One secret for the cluster, private, in every node's configuration.
-    let secret_file = cluster.state().join("control-secret");
+    let secret_file = cluster.dir.path().join("state/control-secret");
     let secret = std::fs::read_to_string(&secret_file).expect("the cluster's secret");
     let secret = secret.trim();
     assert_eq!(secret.len(), 64);
@@ -176,7 +119,8 @@ fn all_pairs_of_three_local_agents_pass_over_tcp() {
     );
     assert_eq!(mode & 0o777, 0o600);
     for id in ["head-0", "worker-0", "worker-1"] {
-        let config = std::fs::read_to_string(cluster.agent_config(id)).expect("config");
+        let config =
+            std::fs::read_to_string(cluster.node_dir(id).join("agent.toml")).expect("config");
         assert!(
             config.contains(&format!("control_secret = \"{secret}\"")),
             "{id}: {config}"
@@ -221,10 +165,10 @@ fn all_pairs_of_three_local_agents_pass_over_tcp() {
 
 #[test]
 fn a_node_with_another_secret_fails_its_pairs_and_the_others_pass() {
-    let cluster = LocalCluster::new("check_secret", 122, 2, "");
-    cluster.up();
+    let cluster = local_cluster("check_secret", 122, 2, "");
+    up(&cluster);
     // worker-1 comes back with another cluster's secret.
-    let path = cluster.agent_config("worker-1");
+    let path = cluster.node_dir("worker-1").join("agent.toml");
     let config = std::fs::read_to_string(&path).expect("config");
     let secret = config
         .lines()
@@ -236,8 +180,8 @@ fn a_node_with_another_secret_fails_its_pairs_and_the_others_pass() {
         config.replace(&secret, &format!("\"{}\"", "7".repeat(64))),
     )
     .expect("write");
-    cluster.kill("worker-1");
-    cluster.up();
+    kill(&cluster, "worker-1");
+    up(&cluster);
 
     let mut args = QUICK.to_vec();
     args.extend(["--pairs", "all"]);
@@ -266,9 +210,9 @@ fn a_node_with_another_secret_fails_its_pairs_and_the_others_pass() {
 
 #[test]
 fn a_node_whose_agent_died_fails_its_pairs_and_the_others_pass() {
-    let cluster = LocalCluster::new("check_dead", 123, 2, "");
-    cluster.up();
-    cluster.kill("worker-0");
+    let cluster = local_cluster("check_dead", 123, 2, "");
+    up(&cluster);
+    kill(&cluster, "worker-0");
 
     let (code, doc) = cluster.json(&QUICK);
     assert_eq!(code, Some(1), "{doc:#}");
@@ -302,7 +246,7 @@ fn a_node_whose_agent_died_fails_its_pairs_and_the_others_pass() {
 
 #[test]
 fn up_with_rayefa_check_runs_it_at_the_end() {
-    let cluster = LocalCluster::new("check_up", 124, 2, "    check: true\n");
+    let cluster = local_cluster("check_up", 124, 2, "    check: true\n");
     let (code, doc) = cluster.json(&["up"]);
     assert_eq!(code, Some(0), "{doc:#}");
     assert_eq!(doc["outcome"], "ready", "{doc:#}");
@@ -313,7 +257,7 @@ fn up_with_rayefa_check_runs_it_at_the_end() {
     assert_eq!(pairs(check).len(), 3, "{check:#}");
 
     // A node that refuses the secret fails `up` (exit 1), which says why.
-    let path = cluster.agent_config("worker-1");
+    let path = cluster.node_dir("worker-1").join("agent.toml");
     let config = std::fs::read_to_string(&path).expect("config");
     let secret = config
         .lines()
@@ -325,7 +269,7 @@ fn up_with_rayefa_check_runs_it_at_the_end() {
         config.replace(&secret, &format!("\"{}\"", "7".repeat(64))),
     )
     .expect("write");
-    cluster.kill("worker-1");
+    kill(&cluster, "worker-1");
     let output = cluster.rayefa(&["up"]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{text}");

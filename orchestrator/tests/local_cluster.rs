@@ -5,32 +5,23 @@
 //! does); `rayefa` finds it next to itself in `target/<profile>/`. Every test has its own
 //! cluster directory and its own range of loopback addresses, so the tests run concurrently.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-/// A cluster file in a scratch directory, taken down when the test ends however it ends.
-struct LocalCluster {
-    dir: tempfile::TempDir,
-    file: PathBuf,
+#[allow(dead_code)]
+mod support {
+    pub mod local_cluster;
 }
 
-impl LocalCluster {
-    /// A cluster whose nodes start at `127.0.<octet>.1` with the given commands.
-    fn new(name: &str, octet: u8, workers: u32, extra: &str) -> Self {
-        let agent = Path::new(env!("CARGO_BIN_EXE_rayefa")).with_file_name("rayefa-agent");
-        assert!(
-            agent.is_file(),
-            "{} is missing: build it first with `cargo build -p rayefa-agent`",
-            agent.display()
-        );
-        let dir = tempfile::tempdir().expect("scratch directory");
-        let file = dir.path().join("cluster.yaml");
-        let text = format!(
-            r#"cluster_name: {name}
+use support::local_cluster::LocalCluster;
+
+/// A cluster whose nodes start at `127.0.<octet>.1` with the given commands.
+fn local_cluster(name: &str, octet: u8, workers: u32, extra: &str) -> LocalCluster {
+    let text = format!(
+        r#"cluster_name: {name}
 provider: {{type: local}}
 setup_commands:
     - echo "set up $(basename "$PWD")" > setup.log
@@ -53,50 +44,8 @@ rayefa:
         cluster_dir: state
         first_address: 127.0.{octet}.1
 "#
-        );
-        std::fs::write(&file, text).expect("cluster file");
-        Self { dir, file }
-    }
-
-    fn rayefa(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rayefa"))
-            .args(args)
-            .arg(&self.file)
-            .env_remove("RAYEFA_AGENT")
-            .output()
-            .expect("rayefa runs")
-    }
-
-    fn json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
-        let mut all = args.to_vec();
-        all.extend(["--output", "json"]);
-        let output = self.rayefa(&all);
-        let doc = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{args:?}: not JSON ({e}):\n{}\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-        (output.status.code(), doc)
-    }
-
-    fn node_dir(&self, id: &str) -> PathBuf {
-        self.dir.path().join("state/nodes").join(id)
-    }
-
-    /// The pid recorded for node `id`.
-    fn pid(&self, id: &str) -> i32 {
-        let record = std::fs::read_to_string(self.node_dir(id).join("node.json")).expect("record");
-        let record: serde_json::Value = serde_json::from_str(&record).expect("json");
-        i32::try_from(record["pid"].as_i64().expect("pid")).expect("pid fits")
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        let _ = self.rayefa(&["down", "-q"]);
-    }
+    );
+    LocalCluster::write(&text)
 }
 
 /// Sends `signal` to one of this test's agents.
@@ -136,7 +85,7 @@ fn ids(doc: &serde_json::Value, key: &str) -> Vec<String> {
 
 #[test]
 fn up_status_up_again_and_down() {
-    let cluster = LocalCluster::new("e2e_up", 61, 2, "");
+    let cluster = local_cluster("e2e_up", 61, 2, "");
     let (code, up) = cluster.json(&["up"]);
     assert_eq!(code, Some(0), "{up:#}");
     assert_eq!(up["outcome"], "ready");
@@ -195,7 +144,7 @@ fn up_status_up_again_and_down() {
 
 #[test]
 fn a_failing_setup_command_fails_up_with_the_node_and_step() {
-    let cluster = LocalCluster::new(
+    let cluster = local_cluster(
         "e2e_fail",
         62,
         1,
@@ -234,7 +183,7 @@ fn a_failing_setup_command_fails_up_with_the_node_and_step() {
 #[test]
 fn an_orchestrator_killed_while_waiting_finds_the_same_nodes_again() {
     // The head's setup takes a while, so `up` is still waiting when it is killed.
-    let cluster = LocalCluster::new(
+    let cluster = local_cluster(
         "e2e_restart",
         63,
         1,
@@ -265,7 +214,7 @@ fn an_orchestrator_killed_while_waiting_finds_the_same_nodes_again() {
 
 #[test]
 fn a_stopped_agent_is_reported_and_started_again_by_up() {
-    let cluster = LocalCluster::new("e2e_stopped", 64, 1, "");
+    let cluster = local_cluster("e2e_stopped", 64, 1, "");
     let (code, _) = cluster.json(&["up"]);
     assert_eq!(code, Some(0));
     let pid = cluster.pid("worker-0");
@@ -299,7 +248,7 @@ fn a_stopped_agent_is_reported_and_started_again_by_up() {
 
 #[test]
 fn a_missing_agent_binary_is_a_provider_error() {
-    let cluster = LocalCluster::new("e2e_noagent", 65, 0, "");
+    let cluster = local_cluster("e2e_noagent", 65, 0, "");
     let output = Command::new(env!("CARGO_BIN_EXE_rayefa"))
         .arg("up")
         .arg(&cluster.file)
@@ -316,7 +265,7 @@ fn a_missing_agent_binary_is_a_provider_error() {
 
 #[test]
 fn an_agent_that_stops_answering_is_reported_unreachable() {
-    let cluster = LocalCluster::new(
+    let cluster = local_cluster(
         "e2e_silent",
         66,
         1,
@@ -369,7 +318,7 @@ fn agent_status(address: &str) -> serde_json::Value {
 
 #[test]
 fn timeline_draws_every_node_and_step_as_the_agents_report_them() {
-    let cluster = LocalCluster::new(
+    let cluster = local_cluster(
         "e2e_timeline",
         67,
         2,
@@ -423,7 +372,7 @@ fn timeline_draws_every_node_and_step_as_the_agents_report_them() {
 
 #[test]
 fn timeline_of_a_cluster_with_no_nodes_is_bad_input() {
-    let cluster = LocalCluster::new("e2e_timeline_none", 68, 0, "");
+    let cluster = local_cluster("e2e_timeline_none", 68, 0, "");
     let drawn = cluster.rayefa(&["timeline"]);
     let stderr = String::from_utf8_lossy(&drawn.stderr);
     assert_eq!(drawn.status.code(), Some(2), "{stderr}");
