@@ -8,9 +8,15 @@
 //! Prints the time from the request to the nodes joined in Ray and from the withdrawal to the
 //! nodes terminated (docs/performance.md). Needs PyPI; the agent binary must be built first.
 
+#[allow(dead_code)]
+mod support {
+    pub mod local_cluster;
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use support::local_cluster::processes_of;
 
 fn rayefa(args: &[&str], file: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rayefa"))
@@ -41,28 +47,6 @@ fn workers(file: &Path) -> Vec<serde_json::Value> {
         .iter()
         .filter(|n| n["role"] == "worker")
         .cloned()
-        .collect()
-}
-
-/// Processes whose environment names a directory below `dir` as their node.
-fn processes_of(dir: &Path) -> Vec<String> {
-    let wanted = format!("RAYEFA_LOCAL_NODE={}", dir.display());
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|var| var.starts_with(wanted.as_bytes()))
-            })
-        })
-        .map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            format!(
-                "{pid}: {}",
-                String::from_utf8_lossy(&cmdline).replace('\0', " ")
-            )
-        })
         .collect()
 }
 

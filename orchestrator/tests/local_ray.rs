@@ -5,9 +5,15 @@
 //! Needs PyPI and a Python with venv, so it runs with the suites (`--ignored`), not with the
 //! unit tests. The agent binary must be built first, as for `local_cluster`.
 
+#[allow(dead_code)]
+mod support {
+    pub mod local_cluster;
+}
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
+use support::local_cluster::processes_of;
 
 fn rayefa(file: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rayefa"))
@@ -16,28 +22,6 @@ fn rayefa(file: &Path, args: &[&str]) -> Output {
         .env_remove("RAYEFA_AGENT")
         .output()
         .expect("rayefa runs")
-}
-
-/// Processes whose environment names a directory below `dir` as their node.
-fn processes_of(dir: &Path) -> Vec<String> {
-    let wanted = format!("RAYEFA_LOCAL_NODE={}", dir.display());
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|var| var.starts_with(wanted.as_bytes()))
-            })
-        })
-        .map(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            format!(
-                "{pid}: {}",
-                String::from_utf8_lossy(&cmdline).replace('\0', " ")
-            )
-        })
-        .collect()
 }
 
 #[test]

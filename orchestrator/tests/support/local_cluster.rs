@@ -66,6 +66,28 @@ impl LocalCluster {
     }
 }
 
+/// Processes whose environment names a directory below `dir` as their node.
+pub fn processes_of(dir: &Path) -> Vec<String> {
+    let wanted = format!("RAYEFA_LOCAL_NODE={}", dir.display());
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|var| var.starts_with(wanted.as_bytes()))
+            })
+        })
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
+        })
+        .collect()
+}
+
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         let _ = self.rayefa(&["down", "-q"]);
