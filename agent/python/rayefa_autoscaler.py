@@ -8,6 +8,11 @@ Ray loads it on the head from the autoscaling configuration the rayefa agent wri
         disable_node_updaters: true
         rayefa_binary: /path/to/rayefa
         cluster_file: /path/to/cluster.yaml
+        state_dir: /var/lib/rayefa-orchestrator   # optional: rayefa's RAYEFA_STATE_DIR
+
+On EC2 the head's user data installs rayefa and writes the cluster file and the cluster's
+control secret (under ``state_dir``) for this module; rayefa then acts with the instance's
+role.
 
 Every operation runs the rayefa binary (``rayefa nodes ...``), which launches nodes exactly as
 ``rayefa up`` does and prints JSON: this module holds no launch logic of its own. With the
@@ -80,6 +85,7 @@ class RayefaNodeProvider(NodeProvider):
                 raise ValueError(f"provider.{key} is missing from the autoscaling config")
         self.binary = provider_config["rayefa_binary"]
         self.cluster_file = provider_config["cluster_file"]
+        self.state_dir = provider_config.get("state_dir")
         self._lock = threading.RLock()
         self._nodes: Dict[str, Dict[str, Any]] = {}
         self._listed_at = 0.0
@@ -92,6 +98,9 @@ class RayefaNodeProvider(NodeProvider):
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(INHERITED_PREFIXES)
         }
+        if self.state_dir:
+            # Where the cluster's control secret is: every node rayefa adds gets it.
+            env["RAYEFA_STATE_DIR"] = self.state_dir
         try:
             done = subprocess.run(
                 command,

@@ -26,7 +26,8 @@ FAKE = textwrap.dedent(
     state_path = {state!r}
     with open(state_path) as f:
         state = json.load(f)
-    state["calls"].append({{"argv": sys.argv[1:], "env": sorted(os.environ)}})
+    state["calls"].append({{"argv": sys.argv[1:], "env": sorted(os.environ),
+                           "state_dir": os.environ.get("RAYEFA_STATE_DIR")}})
     args = sys.argv[1:]
     assert args[0] == "nodes", args
     verb, rest = args[1], args[3:]
@@ -200,6 +201,17 @@ class ProviderTest(unittest.TestCase):
         self.assertNotIn("RAY_OVERRIDE_RESOURCES", env)
         self.assertNotIn("RAYEFA_LOCAL_NODE", env)
         self.assertIn("PATH", env)
+
+    def test_the_state_dir_reaches_rayefa_as_its_state_directory(self):
+        self.provider.non_terminated_nodes({})
+        self.assertIsNone(self.read_state()["calls"][-1]["state_dir"])
+        on_ec2 = RayefaNodeProvider(
+            dict(self.provider.provider_config, state_dir="/var/lib/rayefa-orchestrator"), "c"
+        )
+        on_ec2.non_terminated_nodes({})
+        self.assertEqual(
+            self.read_state()["calls"][-1]["state_dir"], "/var/lib/rayefa-orchestrator"
+        )
 
     def test_a_failing_command_raises_with_its_message(self):
         state = self.read_state()

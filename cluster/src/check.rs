@@ -332,6 +332,10 @@ fn deprecated(spec: &ClusterSpec, out: &mut Vec<Finding>) {
     }
 }
 
+/// The autoscaler's keys. `upscaling_speed` and `idle_timeout_minutes` feed Ray's autoscaler
+/// when the cluster autoscales and nothing otherwise. Ray 2.60's autoscaler (v1, the one that
+/// `ray start --head --autoscaling-config` runs) reads neither a type's `idle_timeout_s` nor its
+/// `priority`: only its v2 autoscaler (KubeRay's) does, so both are ignored either way.
 fn autoscaler(spec: &ClusterSpec, out: &mut Vec<Finding>) {
     for (name, node_type) in spec
         .available_node_types
@@ -342,44 +346,58 @@ fn autoscaler(spec: &ClusterSpec, out: &mut Vec<Finding>) {
             out.push(Finding::note(
                 idle.referenced,
                 format!("available_node_types.{name}.idle_timeout_s"),
-                "not used: rayefa does not autoscale, so it stops no idle node",
+                "ignored: Ray 2.60's autoscaler (v1, which `ray start --head` runs) removes idle \
+                 workers after the top-level idle_timeout_minutes only; set that instead \
+                 (fractions work: 0.5 is 30 s)",
             ));
         }
         if let Some(priority) = &node_type.priority {
             out.push(Finding::note(
                 priority.referenced,
                 format!("available_node_types.{name}.priority"),
-                "not used: rayefa does not autoscale, so it never chooses between node types; \
-                 it launches each type's min_workers",
+                "ignored: Ray 2.60's autoscaler (v1, which `ray start --head` runs) picks the node \
+                 type whose resources best fit the pending demand and does not read priority",
             ));
         }
     }
+    if spec.autoscales() {
+        return;
+    }
+    let why = "no worker type's max_workers exceeds its min_workers, so Ray's autoscaler \
+               does not run: up launches each type's min_workers and nothing scales";
     if let Some(speed) = &spec.upscaling_speed {
         out.push(Finding::note(
             speed.referenced,
             "upscaling_speed",
-            "not used: rayefa launches each worker type's min_workers and does not autoscale",
+            format!("not used: {why}"),
         ));
     }
     if let Some(idle) = &spec.idle_timeout_minutes {
         out.push(Finding::note(
             idle.referenced,
             "idle_timeout_minutes",
-            "not used: rayefa does not autoscale, so it stops no idle node",
+            format!("not used: {why}"),
         ));
     }
 }
 
-/// Ray's launcher writes `~/ray_bootstrap_config.yaml` on the head over SSH; rayefa does not,
-/// so a start command that points Ray's autoscaler at it starts an autoscaler without its file.
+/// Ray's launcher writes `~/ray_bootstrap_config.yaml` on the head over SSH. rayefa's head
+/// agent writes Ray's autoscaling configuration where `--autoscaling-config` points, but only
+/// for a cluster that autoscales: otherwise a start command naming the file starts an
+/// autoscaler without it.
 fn start_commands(spec: &ClusterSpec, out: &mut Vec<Finding>) {
+    if spec.autoscales() {
+        return;
+    }
     for command in spec.head_start_ray_commands.iter().flatten() {
         if command.value.contains("ray_bootstrap_config.yaml") {
             out.push(Finding::warning(
                 command.referenced,
                 "head_start_ray_commands",
-                "rayefa does not write ~/ray_bootstrap_config.yaml (Ray's launcher copies it \
-                 over SSH), so Ray's autoscaler will not find it; remove --autoscaling-config",
+                "no worker type's max_workers exceeds its min_workers, so the cluster does not \
+                 autoscale and rayefa writes no ~/ray_bootstrap_config.yaml (Ray's launcher \
+                 copies it over SSH): Ray's autoscaler will not find it; remove \
+                 --autoscaling-config",
             ));
         }
     }

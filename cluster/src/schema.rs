@@ -26,9 +26,12 @@ pub struct ClusterSpec {
     pub provider: Spanned<ProviderSpec>,
     /// The most workers Ray's autoscaler may run; rayefa checks `min_workers` against it.
     pub max_workers: Option<Spanned<u32>>,
-    /// Autoscaler tuning; rayefa does not autoscale.
+    /// How many launches Ray's autoscaler may have pending, as a multiple of the running
+    /// workers (at least 5). Passed to it when the cluster autoscales (some worker type's
+    /// `max_workers` above its `min_workers`); unused otherwise.
     pub upscaling_speed: Option<Spanned<f64>>,
-    /// Autoscaler tuning; rayefa does not autoscale.
+    /// Minutes a worker may idle before Ray's autoscaler removes it; fractions work (0.5 is
+    /// 30 s). Passed to it when the cluster autoscales; unused otherwise.
     pub idle_timeout_minutes: Option<Spanned<f64>>,
     /// Ray runs the commands in this container; rayefa cannot (no SSH, no docker step).
     pub docker: Option<Spanned<Value>>,
@@ -89,6 +92,21 @@ pub struct ClusterSpec {
 pub struct Metadata {
     /// `metadata.rayefa`
     pub rayefa: Option<Spanned<RayefaSection>>,
+}
+
+impl ClusterSpec {
+    /// Whether Ray's autoscaler has anything to do: some node type may have more workers than
+    /// its `min_workers`. Then the head runs Ray's autoscaler, fed from this file
+    /// (docs/autoscaling.md).
+    pub fn autoscales(&self) -> bool {
+        self.available_node_types
+            .iter()
+            .flat_map(|types| types.value.values())
+            .any(|t| {
+                let min = t.min_workers.as_ref().map_or(0, |m| m.value);
+                t.max_workers.as_ref().is_some_and(|m| m.value > min)
+            })
+    }
 }
 
 impl<'de> Deserialize<'de> for Metadata {
@@ -181,11 +199,14 @@ pub struct NodeTypeSpec {
     pub min_workers: Option<Spanned<u32>>,
     /// The most workers of this type.
     pub max_workers: Option<Spanned<u32>>,
-    /// Seconds a worker of this type may idle before Ray's autoscaler removes it (Ray 2.60;
-    /// overrides `idle_timeout_minutes`); rayefa does not autoscale.
+    /// Seconds a worker of this type may idle before Ray's v2 autoscaler removes it (it
+    /// overrides `idle_timeout_minutes` there). Passed on when the cluster autoscales, but Ray
+    /// 2.60's v1 autoscaler, the one `ray start --head` runs, ignores it: the top-level
+    /// `idle_timeout_minutes` is what takes effect.
     pub idle_timeout_s: Option<Spanned<f64>>,
-    /// Which type Ray's autoscaler prefers when several fit a request (Ray 2.60); rayefa does
-    /// not autoscale.
+    /// Which type Ray's v2 autoscaler prefers when several fit a request. Ray 2.60's v1
+    /// autoscaler, the one `ray start --head` runs, does not read it (it picks the type whose
+    /// resources fit the demand best), and rayefa does not pass it on.
     pub priority: Option<Spanned<i64>>,
     /// Ray labels of this node type (`RAY_OVERRIDE_LABELS`).
     pub labels: Option<BTreeMap<String, String>>,

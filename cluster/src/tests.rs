@@ -48,6 +48,48 @@ fn rays_newer_node_type_and_auth_keys_are_known_and_said_to_be_unused() {
 }
 
 #[test]
+fn the_autoscaler_keys_count_only_when_a_worker_type_can_grow() {
+    let file = |max: u32| {
+        format!(
+            "cluster_name: c\nprovider: {{type: local}}\nupscaling_speed: 2\n\
+             idle_timeout_minutes: 0.5\nhead_node_type: head\navailable_node_types:\n  \
+             head:\n    node_config: {{}}\n  worker:\n    node_config: {{}}\n    \
+             resources: {{CPU: 1}}\n    min_workers: 1\n    max_workers: {max}\n    \
+             idle_timeout_s: 30\nhead_start_ray_commands:\n  \
+             - ray start --head --autoscaling-config=~/ray_bootstrap_config.yaml\n"
+        )
+    };
+    // Fixed at min_workers: Ray's autoscaler does not run, and nothing writes its file.
+    let fixed = valid(&file(1));
+    assert_eq!(
+        found(&fixed),
+        [
+            "16: warning: head_start_ray_commands",
+            "3: note: upscaling_speed",
+            "4: note: idle_timeout_minutes",
+            "14: note: available_node_types.worker.idle_timeout_s",
+        ]
+    );
+    let unused = &fixed.findings[1].message;
+    assert!(
+        unused.contains("not used") && unused.contains("Ray's autoscaler does not run"),
+        "{unused}"
+    );
+    // It can grow: the head runs Ray's autoscaler with both keys and its file. The type's
+    // idle_timeout_s is ignored either way, and the note says what works instead.
+    let scaling = valid(&file(3));
+    assert_eq!(
+        found(&scaling),
+        ["14: note: available_node_types.worker.idle_timeout_s"]
+    );
+    let ignored = &scaling.findings[0].message;
+    assert!(
+        ignored.contains("idle_timeout_minutes") && ignored.contains("0.5 is 30 s"),
+        "{ignored}"
+    );
+}
+
+#[test]
 fn a_value_of_the_wrong_kind_names_its_key_path_and_the_file() {
     let error = parse(&format!("{HEAD}    min_workers: -1\n")).expect_err("refused");
     let text = error.to_string();

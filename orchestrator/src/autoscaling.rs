@@ -11,7 +11,7 @@ use rayefa_cluster::Cluster;
 use rayefa_wire::AutoscalingSection;
 use serde_json::{Map, Value, json};
 
-use crate::provider::ProviderError;
+use crate::provider::{ProviderError, aws};
 
 /// The node provider's class, as Ray's `provider.module` names it.
 pub(crate) const PROVIDER_CLASS: &str = "rayefa_autoscaler.RayefaNodeProvider";
@@ -20,41 +20,54 @@ pub(crate) const PROVIDER_CLASS: &str = "rayefa_autoscaler.RayefaNodeProvider";
 const RAY_IDLE_TIMEOUT_MINUTES: f64 = 5.0;
 const RAY_UPSCALING_SPEED: f64 = 1.0;
 
-/// Whether the cluster scales: some node type may have more workers than `min_workers`.
-pub(crate) fn scales(cluster: &Cluster) -> bool {
-    cluster
-        .spec
-        .available_node_types
-        .iter()
-        .flat_map(|types| types.value.values())
-        .any(|t| {
-            let min = t.min_workers.as_ref().map_or(0, |m| m.value);
-            t.max_workers.as_ref().is_some_and(|m| m.value > min)
-        })
-}
-
 /// The head's `[autoscaling]` section, for a cluster that scales on a provider that can run
 /// `rayefa nodes` on its head; `None` otherwise.
 ///
-/// Only the local provider can today: its head is this machine, so the binary is this one
-/// and the cluster file this file. An EC2 head needs rayefa and the cluster file delivered to
-/// it first.
+/// A local head is this machine, so the binary is this one and the cluster file this file. An
+/// EC2 head gets rayefa, the cluster file and the control secret in its user data
+/// (`provider/aws/head_share.rs`), which needs the agent store the `rayefa` package is
+/// published to: without `rayefa.agent_store` the head starts Ray without the autoscaler, as
+/// rayefa did before.
 pub(crate) fn head_section(cluster: &Cluster) -> Result<Option<AutoscalingSection>, ProviderError> {
-    if !scales(cluster) || cluster.provider_type() != "local" {
+    if !cluster.spec.autoscales() {
         return Ok(None);
     }
-    let binary = std::env::current_exe().map_err(|source| ProviderError::Io {
-        context: "finding this rayefa binary for the head's autoscaler".to_owned(),
-        source,
-    })?;
-    let file = std::path::absolute(&cluster.path).map_err(|source| ProviderError::Io {
-        context: format!("resolving {}", cluster.path.display()),
-        source,
-    })?;
-    let config = ray_config(cluster, &binary, &file);
+    let config = match cluster.provider_type() {
+        "local" => {
+            let binary = std::env::current_exe().map_err(|source| ProviderError::Io {
+                context: "finding this rayefa binary for the head's autoscaler".to_owned(),
+                source,
+            })?;
+            let file = std::path::absolute(&cluster.path).map_err(|source| ProviderError::Io {
+                context: format!("resolving {}", cluster.path.display()),
+                source,
+            })?;
+            ray_config(cluster, &binary, &file)
+        }
+        "aws" if has_agent_store(cluster) => {
+            let mut config = ray_config(
+                cluster,
+                Path::new(aws::HEAD_RAYEFA),
+                Path::new(aws::HEAD_CLUSTER_FILE),
+            );
+            config["provider"]["state_dir"] = json!(aws::HEAD_STATE_DIR);
+            config
+        }
+        // The AWS provider warns when it launches such a head.
+        _ => return Ok(None),
+    };
     Ok(Some(AutoscalingSection {
         ray_config: Some(config.to_string()),
     }))
+}
+
+/// Whether the file names an agent store (a malformed one is an error of the file already).
+fn has_agent_store(cluster: &Cluster) -> bool {
+    cluster
+        .spec
+        .rayefa
+        .as_ref()
+        .is_some_and(|r| r.value.agent_store.is_some())
 }
 
 /// Ray's autoscaling configuration of `cluster`: its scaling keys and node types, every other
@@ -164,7 +177,7 @@ mod tests {
     #[test]
     fn the_configuration_carries_the_scaling_keys_and_rayefas_provider() {
         let cluster = cluster(SCALING);
-        assert!(scales(&cluster));
+        assert!(cluster.spec.autoscales());
         let config = ray_config(&cluster, Path::new("/bin/rayefa"), Path::new("/c.yaml"));
         assert_eq!(config["cluster_name"], "scaling");
         assert_eq!(config["max_workers"], 3);
@@ -189,10 +202,33 @@ mod tests {
     }
 
     #[test]
+    fn an_ec2_head_runs_the_delivered_rayefa_when_the_store_can_deliver_it() {
+        let aws = "cluster_name: scaling\nprovider: {type: aws, region: us-east-1}\n\
+            head_node_type: head\navailable_node_types:\n  \
+            head: {resources: {CPU: 0}, node_config: {InstanceType: m7i.xlarge}}\n  \
+            worker: {resources: {CPU: 1}, node_config: {InstanceType: m7i.xlarge}, \
+            min_workers: 0, max_workers: 2}\n";
+        assert_eq!(
+            head_section(&cluster(aws)).expect("section"),
+            None,
+            "no store"
+        );
+        let stored = format!("{aws}rayefa: {{agent_store: 's3://bucket/rayefa'}}\n");
+        let section = head_section(&cluster(&stored))
+            .expect("section")
+            .expect("a store delivers rayefa");
+        let config: Value =
+            serde_json::from_str(section.ray_config.as_deref().expect("config")).expect("JSON");
+        assert_eq!(config["provider"]["rayefa_binary"], aws::HEAD_RAYEFA);
+        assert_eq!(config["provider"]["cluster_file"], aws::HEAD_CLUSTER_FILE);
+        assert_eq!(config["provider"]["state_dir"], aws::HEAD_STATE_DIR);
+    }
+
+    #[test]
     fn a_cluster_of_fixed_size_gets_no_autoscaler() {
         let fixed = SCALING.replace("max_workers: 2", "max_workers: 0");
         let cluster = cluster(&fixed);
-        assert!(!scales(&cluster));
+        assert!(!cluster.spec.autoscales());
         assert_eq!(head_section(&cluster).expect("section"), None);
     }
 }

@@ -5,9 +5,11 @@
 //! pinned SHA-256, and a tampered URL is refused (by the proxy, which checks signatures and
 //! expiry as S3 does; moto checks neither), and the x86_64 node's user data runs for real in
 //! a scratch root (curl through the URL, sha256sum, a stand-in dnf). `up` sends every
-//! launched node a URL that works. Then the errors: no bucket, no manifest, no
-//! package for an architecture, a file that is not a package, S3 refusing an upload, and the
-//! cluster file's mistakes.
+//! launched node a URL that works, and the head of a cluster that autoscales also rayefa's
+//! package, the cluster file and the control secret, which its user data writes. Then the
+//! errors: no bucket, no manifest, no package for an architecture, no rayefa package for an
+//! autoscaling head, a file that is not a package, S3 refusing an upload, and the cluster
+//! file's mistakes.
 
 #[allow(dead_code)]
 mod support {
@@ -30,10 +32,12 @@ use support::aws_world::{Omit, REGION, Run, SEED_CLUSTER_FILE, World};
 const BUCKET: &str = "rayefa-agents";
 const STORE: &str = "s3://rayefa-agents/builds/v1";
 
-/// The seed's file with Graviton workers and the agent store.
+/// The seed's file with Graviton workers (two, so that it does not autoscale: its head needs
+/// no rayefa) and the agent store.
 fn cluster_file(world: &World, store: &str) -> PathBuf {
-    let text =
-        SEED_CLUSTER_FILE.replace("InstanceType: i7i.24xlarge", "InstanceType: m8g.24xlarge");
+    let text = SEED_CLUSTER_FILE
+        .replace("InstanceType: i7i.24xlarge", "InstanceType: m8g.24xlarge")
+        .replacen("min_workers: 1", "min_workers: 2", 1);
     assert_ne!(text, SEED_CLUSTER_FILE, "the worker type was replaced");
     world.write(
         "cluster.yaml",
@@ -108,8 +112,9 @@ fn boot(world: &World, script: &str) -> (std::process::Output, String) {
         &bin.join("dnf"),
         format!(
             "#!/bin/bash\necho \"dnf $*\" >> {log}\ntest -s \"${{@: -1}}\" || exit 1\n\
-             printf '#!/bin/sh\\necho rayefa-agent 0.1.0\\n' > {bin}/rayefa-agent\n\
-             chmod +x {bin}/rayefa-agent\n",
+             name=$(basename \"${{@: -1}}\" .rpm)\n\
+             printf '#!/bin/sh\\necho %s 0.1.0\\n' \"$name\" > {bin}/$name\n\
+             chmod +x {bin}/$name\n",
             log = log.display(),
             bin = bin.display()
         ),
@@ -440,10 +445,13 @@ fn up_gives_every_launched_node_a_working_url() {
         Machine::StatusServer,
         world.dir.path().join("fleet"),
     );
+    // The seed's cluster autoscales (one worker, at most two); Ray runs as root here, so that
+    // the head's files can be given to its user in a scratch root.
+    let seed = SEED_CLUSTER_FILE.replace("ssh_user: ec2-user", "ssh_user: root");
     let file = world.write(
         "cluster.yaml",
         &format!(
-            "{SEED_CLUSTER_FILE}\nrayefa:\n    agent_store: {STORE}\n    poll:\n        \
+            "{seed}\nrayefa:\n    agent_store: {STORE}\n    poll:\n        \
              interval: 0.2s\n    timeouts:\n        head_agent: 30s\n        ready: 60s\n"
         ),
     );
@@ -451,10 +459,43 @@ fn up_gives_every_launched_node_a_working_url() {
     world
         .run(&["publish", path(&file), path(&x86)])
         .expect_code(0);
+    let refused = world.run(&["up", path(&file)]).expect_code(3);
+    assert!(
+        refused.stderr.contains(
+            "s3://rayefa-agents/builds/v1 has no rayefa package for it (it has none); the head \
+             of a cluster that autoscales runs rayefa"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert!(world.proxy.requests("RunInstances").is_empty());
+
+    let (rayefa, rayefa_sha) = package(&world, "rayefa-0.1.0-1.x86_64.rpm");
+    let published = world
+        .run(&["publish", "--output", "json", path(&file), path(&rayefa)])
+        .expect_code(0);
+    let report: serde_json::Value = serde_json::from_str(&published.stdout).expect("JSON");
+    assert_eq!(report["packages"][0]["package"], "rayefa", "{report:#}");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &world
+            .s3_object(BUCKET, "builds/v1/manifest.json")
+            .expect("a manifest"),
+    )
+    .expect("the manifest is JSON");
+    assert_eq!(
+        manifest["orchestrator"]["x86_64"]["rpm"]["sha256"],
+        rayefa_sha.as_str(),
+        "{manifest:#}"
+    );
+    assert_eq!(
+        manifest["packages"]["x86_64"]["rpm"]["sha256"],
+        x86_sha.as_str()
+    );
     world.run(&["up", path(&file)]).expect_code(0);
 
     let launches = world.proxy.requests("RunInstances");
     assert_eq!(launches.len(), 2, "head and worker");
+    let mut head_script = None;
     for launch in &launches {
         let encoded = launch.param("UserData").expect("user data sent");
         let script = String::from_utf8(
@@ -467,5 +508,99 @@ fn up_gives_every_launched_node_a_working_url() {
         let (status, body) = download(&world, &script_value(&script, "rpm_url"));
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         assert_eq!(sha256_hex(&body), x86_sha);
+        if launch.param("InstanceType") == Some("m7i.xlarge") {
+            head_script = Some(script);
+        } else {
+            assert!(
+                !script.contains("rayefa_rpm_url") && !script.contains("cluster.yaml"),
+                "a worker gets nothing of the head's share:\n{script}"
+            );
+        }
     }
+    let head = head_script.expect("the head's launch");
+    assert_eq!(script_value(&head, "rayefa_rpm_sha256"), rayefa_sha);
+    let (status, body) = download(&world, &script_value(&head, "rayefa_rpm_url"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(sha256_hex(&body), rayefa_sha);
+
+    // The head's own path: both packages installed, the files written for Ray's autoscaler.
+    let (output, calls) = boot(&world, &head);
+    let console = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{console}");
+    assert_eq!(calls.matches("dnf install -y ").count(), 2, "{calls}");
+    let root = std::fs::read_dir(world.dir.path())
+        .expect("scratch")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("root"))
+        .find(|r| r.join("etc/rayefa/cluster.yaml").exists())
+        .expect("the booted root");
+    let written = std::fs::read_to_string(root.join("etc/rayefa/cluster.yaml")).expect("file");
+    assert!(
+        written.contains("cluster_name: ray-on-aws-efa"),
+        "{written}"
+    );
+    assert!(
+        written.contains(&format!("ImageId: {}", world.x86_ami)),
+        "the variables are filled in: {written}"
+    );
+    let secret_file = root.join(format!(
+        "var/lib/rayefa-orchestrator/aws/{REGION}/ray-on-aws-efa/control-secret"
+    ));
+    let secret = std::fs::read_to_string(&secret_file).expect("the control secret");
+    let kept = std::fs::read_to_string(world.dir.path().join(format!(
+        ".local/state/rayefa/aws/{REGION}/ray-on-aws-efa/control-secret"
+    )))
+    .expect("the operator's secret");
+    assert_eq!(
+        secret.trim(),
+        kept.trim(),
+        "the head launches with the cluster's secret"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&secret_file)
+        .expect("mode")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "only its owner reads the secret: {mode:o}");
+    assert!(
+        !console.contains(secret.trim()),
+        "the secret stays off the console"
+    );
+
+    // What Ray's autoscaler then runs on the head: rayefa with the written file and state
+    // directory (credentials from the environment here, from the instance role on EC2).
+    let head_file = root.join("etc/rayefa/cluster.yaml");
+    let state_dir = root.join("var/lib/rayefa-orchestrator");
+    let out = world
+        .command(&[
+            "nodes",
+            "launch",
+            path(&head_file),
+            "--node-type",
+            "efa_worker_node",
+            "--tag",
+            "ray-node-status=uninitialized",
+        ])
+        .env("RAYEFA_STATE_DIR", &state_dir)
+        .output()
+        .expect("rayefa runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let launches = world.proxy.requests("RunInstances");
+    assert_eq!(launches.len(), 3, "Ray's worker");
+    let encoded = launches[2].param("UserData").expect("user data sent");
+    let script = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64"),
+    )
+    .expect("UTF-8");
+    assert!(
+        script.contains(&format!("control_secret = \"{}\"", secret.trim())),
+        "the node Ray added answers `rayefa check` like the rest:\n{script}"
+    );
+    assert_eq!(script_value(&script, "rpm_sha256"), x86_sha);
 }

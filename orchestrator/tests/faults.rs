@@ -19,34 +19,43 @@ use std::time::{Duration, Instant};
 use rayefa_test_support::fault_http::{Reply, Server};
 use rayefa_test_support::files::write_executable;
 
-/// The stand-in agent (`run --config FILE --root DIR`): writes the whole path of its
-/// configuration to `announce` and stays alive until `rayefa down` stops it.
+/// The stand-in agent (`run --config FILE --root DIR`): appends the whole path of its
+/// configuration to `announce` as a line and stays alive until `rayefa down` stops it.
 fn silent_agent(announce: &Path) -> String {
     format!(
         "#!/bin/sh\n\
          while [ \"$#\" -gt 0 ] && [ \"$1\" != --config ]; do shift; done\n\
-         readlink -f \"$2\" > {announce}.tmp && mv {announce}.tmp {announce}\n\
+         readlink -f \"$2\" >> {announce}\n\
          while :; do sleep 1; done\n",
         announce = announce.display()
     )
 }
 
-/// Waits for the stand-in agent to say which configuration it was given, then listens where
-/// that configuration's `agent.listen` says, never answering; `None` when `up` ends first.
+/// Waits for the head's stand-in agent to say which configuration it was given (each one
+/// appends a line; the workers are launched right after the head), then listens where that
+/// configuration's `agent.listen` says, never answering; `None` when `up` ends first.
 fn listen_silently_where_announced(announce: &Path, up: &mut Child) -> Option<Server> {
     let started = Instant::now();
-    while !announce.exists() {
+    let config = loop {
+        let head = std::fs::read_to_string(announce)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|path| {
+                let text = std::fs::read_to_string(path.trim()).expect("agent configuration");
+                toml::from_str::<toml::Value>(&text).expect("agent configuration is TOML")
+            })
+            .find(|config| config["node"]["role"].as_str() == Some("head"));
+        if let Some(config) = head {
+            break config;
+        }
         if up.try_wait().expect("rayefa up").is_some()
             || started.elapsed() > Duration::from_secs(20)
         {
             return None;
         }
         std::thread::sleep(Duration::from_millis(5));
-    }
-    let config = std::fs::read_to_string(announce).expect("announced configuration");
-    let config: toml::Value =
-        toml::from_str(&std::fs::read_to_string(config.trim()).expect("agent configuration"))
-            .expect("agent configuration is TOML");
+    };
     let listen: SocketAddr = config["agent"]["listen"]
         .as_str()
         .and_then(|listen| listen.parse().ok())
@@ -57,7 +66,7 @@ fn listen_silently_where_announced(announce: &Path, up: &mut Child) -> Option<Se
 }
 
 #[test]
-fn a_head_agent_that_never_answers_times_out_without_launching_workers() {
+fn a_head_agent_that_never_answers_times_out_and_its_workers_are_terminated() {
     let dir = tempfile::tempdir().expect("scratch");
     let agent = dir.path().join("silent-agent");
     let announce = dir.path().join("announced");
@@ -109,6 +118,25 @@ rayefa:
     drop(silent);
     let stderr = String::from_utf8_lossy(&up.stderr);
     let stdout = String::from_utf8_lossy(&up.stdout);
+    // The worker launched with the head could join nothing: `up` terminated it and kept the
+    // head, whose state `status` shows.
+    let status = rayefa(&["status", "--output", "json"], None)
+        .output()
+        .expect("rayefa runs");
+    let listed: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status JSON ({e}): {}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        )
+    });
+    let ids: Vec<&str> = listed["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["head-0"], "{listed:#}\nup: {stdout}\n{stderr}");
     let down = rayefa(&["down", "-q"], None).output().expect("rayefa runs");
     assert_eq!(
         down.status.code(),
@@ -121,10 +149,12 @@ rayefa:
     assert_eq!(up.status.code(), Some(4), "{stdout}\n{stderr}");
     let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(doc["outcome"], "timed-out", "{doc:#}\n{stderr}");
+    // The worker is launched with the head, not after its agent answers; `launched` names
+    // it (and the text output says it was terminated).
     assert_eq!(
         doc["launched"],
-        serde_json::json!(["head-0"]),
-        "a worker was launched"
+        serde_json::json!(["head-0", "worker-0"]),
+        "{doc:#}"
     );
     let nodes = doc["nodes"].as_array().expect("nodes");
     assert_eq!(nodes.len(), 1, "{doc:#}");

@@ -594,7 +594,7 @@ fn since(origin: SystemTime, epoch_secs: f64) -> f64 {
 /// line per node: the container's first journal entry (boot), cloud-init's final stage
 /// starting, the user data downloading the package and having installed it, the agent's
 /// READY=1, and each step's start and end from `/v1/status`. install-ray is split by what its
-/// parts leave on disk: the virtualenv's completion mark, uv's binary, and the `INSTALLER`
+/// parts leave on disk: uv's binary, the virtualenv's completion mark, and the `INSTALLER`
 /// file uv writes into Ray's dist-info.
 fn print_phases(vpc: &Vpc, origin: SystemTime) {
     let mut nodes = vpc.fleet.nodes();
@@ -643,7 +643,7 @@ fn print_phases(vpc: &Vpc, origin: SystemTime) {
         let marks = node.exec_text(&[
             "sh",
             "-c",
-            "stat -c %.3Y /opt/rayefa/venv/.rayefa-complete /var/lib/rayefa/uv/bin/uv \
+            "stat -c %.3Y /var/lib/rayefa/uv/bin/uv /opt/rayefa/venv/.rayefa-complete \
              /opt/rayefa/venv/lib/python3*/site-packages/ray-*.dist-info/INSTALLER",
         ]);
         let marks: Vec<String> = marks
@@ -657,7 +657,7 @@ fn print_phases(vpc: &Vpc, origin: SystemTime) {
         println!(
             "fleet: phases of {} ({}), s after up began: boot {boot}, cloud-final {}, \
              package download {}, package installed {}, agent ready {}; grow-root {}; \
-             install-ray {} (virtualenv made {}, uv installed {}, Ray installed {}); \
+             install-ray {} (uv installed {}, virtualenv made {}, Ray installed {}); \
              setup-commands {}; start-ray {}",
             node.name,
             node.node_type,
@@ -1150,6 +1150,17 @@ fn fleet_three_nodes_install_ray_from_pypi_and_form_one_cluster() {
     for node in std::iter::once(head).chain(&workers) {
         assert_table_row(&up, node, "ready", None);
         assert_ready_node(&vpc, node, &["install-efa", "probe-efa"]);
+        // uv made the virtualenv, with pip in it for the users' own installs.
+        let doc = status_of(node);
+        let made_with = &step(&doc, "install-ray")["detail"]["virtualenv_made_with"];
+        assert!(
+            made_with
+                .as_str()
+                .is_some_and(|m| m.ends_with("(uv venv --seed)")),
+            "{}: virtualenv made with {made_with}",
+            node.name
+        );
+        node.exec_ok(&["/opt/rayefa/venv/bin/python", "-m", "pip", "--version"]);
     }
     vpc.assert_agents_came_from_the_store();
     let tunnels = vpc.pypi.tunnels();
@@ -1240,4 +1251,279 @@ fn fleet_three_nodes_install_ray_from_pypi_and_form_one_cluster() {
     );
 
     vpc.down_and_leave_nothing_behind();
+}
+
+/// `rayefa check` between fleet nodes over the bridge, through libfabric's tcp provider. The
+/// image carries Debian's libfabric1 and libfabric-bin (tests/fleet/rootfs); on EC2 the EFA
+/// installer provides libfabric (under /opt/amazon/efa) with its efa and tcp providers.
+mod fabric_check {
+    use super::support::nspawn_fleet::PREFIX_LEN;
+    use super::*;
+
+    /// The nftables table the test's firewall lives in, inside one node's network namespace.
+    const FIREWALL_TABLE: &str = "rayefa_fleet_check";
+    /// fi_pingpong's out-of-band port on the node that serves it.
+    const FI_PINGPONG_PORT: &str = "47592";
+
+    /// Inside `node`, drops everything the other nodes send it, and lets the host through (it
+    /// runs `rayefa` and asks the agents over the bridge): the stand-in for a security group
+    /// without its self-referencing rules, which stops node-to-node traffic but not the
+    /// orchestrator's.
+    fn drop_peers(vpc: &Vpc, node: &Node) {
+        let rules = vpc.world.write(
+            &format!("firewall-{}.nft", node.name),
+            &format!(
+                "table inet {FIREWALL_TABLE} {{\n\
+                 \x20   chain input {{\n\
+                 \x20       type filter hook input priority 0; policy accept;\n\
+                 \x20       ip saddr {HOST_ADDRESS}/{PREFIX_LEN} ip saddr != {HOST_ADDRESS} drop\n\
+                 \x20   }}\n\
+                 }}\n"
+            ),
+        );
+        node.in_netns(&["nft", "-f", rules.to_str().expect("UTF-8 path")]);
+    }
+
+    /// Removes [`drop_peers`]'s rule.
+    fn allow_peers(node: &Node) {
+        node.in_netns(&["nft", "delete", "table", "inet", FIREWALL_TABLE]);
+    }
+
+    /// `rayefa check --provider tcp --pairs all --output json`: its run and its document.
+    fn check_all_pairs(vpc: &Vpc) -> (Run, serde_json::Value) {
+        let run = vpc.rayefa(&[
+            "check",
+            "--provider",
+            "tcp",
+            "--pairs",
+            "all",
+            "--output",
+            "json",
+        ]);
+        let doc = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
+            panic!(
+                "check's output is not JSON ({e}):\n{}\n{}",
+                run.stdout, run.stderr
+            )
+        });
+        (run, doc)
+    }
+
+    fn pairs(doc: &serde_json::Value) -> &Vec<serde_json::Value> {
+        doc["pairs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no pairs in {doc:#}"))
+    }
+
+    fn involves(pair: &serde_json::Value, node: &Node) -> bool {
+        pair["from"] == node.instance_id.as_str() || pair["to"] == node.instance_id.as_str()
+    }
+
+    /// A pair that passed measured every size with figures above zero.
+    fn assert_measured(pair: &serde_json::Value, sizes: &[u64]) {
+        assert_eq!(pair["outcome"], "passed", "{pair:#}");
+        let results = pair["results"].as_array().expect("results");
+        let measured: Vec<u64> = results.iter().filter_map(|r| r["size"].as_u64()).collect();
+        assert_eq!(measured, sizes, "{pair:#}");
+        for result in results {
+            assert!(
+                result["latency_us"].as_f64().is_some_and(|l| l > 0.0)
+                    && result["bandwidth_mb_s"].as_f64().is_some_and(|b| b > 0.0),
+                "{pair:#}"
+            );
+        }
+    }
+
+    /// One `fi_pingpong -p tcp -e rdm` run: the server in `server`, the client in `client`
+    /// dialling the server's address on the bridge. Answers (µs per transfer, MB/s), as its
+    /// result line has them.
+    fn fi_pingpong(server: &Node, client: &Node, size: u64, iterations: u64) -> (f64, f64) {
+        let (size, iterations) = (size.to_string(), iterations.to_string());
+        let common = [
+            "-p",
+            "tcp",
+            "-e",
+            "rdm",
+            "-S",
+            size.as_str(),
+            "-I",
+            iterations.as_str(),
+        ];
+        let mut args = vec!["timeout", "120", "fi_pingpong", "-B", FI_PINGPONG_PORT];
+        args.extend(common);
+        let serving = server.spawn(&args);
+        let port = format!(":{FI_PINGPONG_PORT}");
+        wait_for(
+            Duration::from_secs(30),
+            &format!("fi_pingpong to listen in {}", server.name),
+            || {
+                (!server
+                    .exec_text(&["ss", "-Hltn", "sport", "=", port.as_str()])
+                    .trim()
+                    .is_empty())
+                .then_some(())
+            },
+        );
+        let address = server.address.to_string();
+        let mut args = vec!["timeout", "120", "fi_pingpong", "-P", FI_PINGPONG_PORT];
+        args.extend(common);
+        args.push(address.as_str());
+        let out = client.exec_ok(&args);
+        let served = serving.wait_with_output().expect("the fi_pingpong server");
+        assert!(
+            served.status.success(),
+            "fi_pingpong server in {}: {}{}",
+            server.name,
+            String::from_utf8_lossy(&served.stdout),
+            String::from_utf8_lossy(&served.stderr)
+        );
+        // The line under `bytes #sent #ack total time MB/sec usec/xfer Mxfers/sec` (its first
+        // column is the size abbreviated: `1m`).
+        let line: Vec<&str> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("bytes"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no result line in fi_pingpong's output:\n{out}"))
+            .split_whitespace()
+            .collect();
+        let figure = |column: usize| -> f64 {
+            line.get(column)
+                .and_then(|f| f.parse().ok())
+                .unwrap_or_else(|| panic!("fi_pingpong's result line is not 1.17's:\n{out}"))
+        };
+        (figure(6), figure(5))
+    }
+
+    /// The median of a few runs.
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    }
+
+    #[test]
+    #[ignore = "needs root, systemd-nspawn and the fleet rootfs; run by tests/fleet/run"]
+    fn fleet_check_finds_the_node_whose_firewall_drops_its_peers_and_measures_the_rest() {
+        let vpc = Vpc::start(Variant::Plain);
+        // `up` runs the check itself once every node is ready.
+        let file = std::fs::read_to_string(&vpc.cluster_file).expect("the cluster file");
+        assert_eq!(file.matches("\nrayefa:\n").count(), 1, "{file}");
+        vpc.world.write(
+            "fleet.yaml",
+            &file.replace("\nrayefa:\n", "\nrayefa:\n    check: true\n"),
+        );
+        let up = vpc.rayefa(&["up", "--timeout", "5m", "--output", "json"]);
+        vpc.check(
+            up.code == 0,
+            "rayefa up with rayefa.check should end ready and checked",
+            Some(&up),
+        );
+        let doc: serde_json::Value = serde_json::from_str(&up.stdout).expect("up's JSON");
+        let checked = &doc["check"];
+        assert_eq!(checked["outcome"], "passed", "{doc:#}");
+        assert_eq!(checked["provider"], "tcp", "{doc:#}");
+        assert_eq!(checked["mode"], "ring", "{doc:#}");
+        assert_eq!(pairs(checked).len(), 3, "{doc:#}");
+        let sizes: Vec<u64> = checked["sizes"]
+            .as_array()
+            .expect("sizes")
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect();
+        assert_eq!(sizes, [64, 1 << 20], "{doc:#}");
+        for pair in pairs(checked) {
+            assert_measured(pair, &sizes);
+        }
+
+        let head = &vpc.nodes("head_node", 1)[0];
+        let workers = vpc.nodes("worker_node", 2);
+        let walled = &workers[0];
+        drop_peers(&vpc, walled);
+        let (run, doc) = check_all_pairs(&vpc);
+        vpc.check(
+            run.code == 1,
+            &format!("check should fail the pairs through {}", walled.name),
+            Some(&run),
+        );
+        assert_eq!(doc["outcome"], "failed", "{doc:#}");
+        assert_eq!(pairs(&doc).len(), 3, "{doc:#}");
+        for pair in pairs(&doc) {
+            if !involves(pair, walled) {
+                assert_measured(pair, &sizes);
+                continue;
+            }
+            assert_eq!(pair["outcome"], "no_answer", "{pair:#}");
+            let cause = pair["cause"].as_str().unwrap_or_default();
+            let names = format!(
+                "{} to {}: ",
+                pair["from"].as_str().unwrap_or_default(),
+                pair["to"].as_str().unwrap_or_default()
+            );
+            assert!(
+                cause.starts_with(&names)
+                    && cause.contains("no completion in 5 s")
+                    && cause.contains("security group's self-referencing rules")
+                    && cause.contains("placement group"),
+                "the cause should name the pair, the security group and the placement group: \
+                 {pair:#}"
+            );
+        }
+        println!(
+            "fleet: check --pairs all with {} firewalled: {:.1} s",
+            walled.name,
+            doc["seconds"].as_f64().unwrap_or_default()
+        );
+
+        allow_peers(walled);
+        let (run, doc) = check_all_pairs(&vpc);
+        vpc.check(
+            run.code == 0,
+            "check should pass once the rule is gone",
+            Some(&run),
+        );
+        for pair in pairs(&doc) {
+            assert_measured(pair, &sizes);
+        }
+        println!(
+            "fleet: check --pairs all, 3 nodes, every pair passed: {:.1} s",
+            doc["seconds"].as_f64().unwrap_or_default()
+        );
+
+        // The pair without the firewalled node, beside fi_pingpong in the same direction: the
+        // pinging node runs the client, the listening node the server.
+        let pair = pairs(&doc)
+            .iter()
+            .find(|p| !involves(p, walled))
+            .expect("the pair of the head and the other worker");
+        let node = |id: &serde_json::Value| {
+            [head, &workers[1]]
+                .into_iter()
+                .find(|n| *id == n.instance_id.as_str())
+                .unwrap_or_else(|| panic!("{id} is not a node of the pair"))
+        };
+        let (pinger, listener) = (node(&pair["from"]), node(&pair["to"]));
+        for result in pair["results"].as_array().expect("results") {
+            let size = result["size"].as_u64().expect("size");
+            let iterations = result["iterations"].as_u64().expect("iterations");
+            let runs: Vec<(f64, f64)> = (0..3)
+                .map(|_| fi_pingpong(listener, pinger, size, iterations))
+                .collect();
+            let latency = median(runs.iter().map(|r| r.0).collect());
+            let bandwidth = median(runs.iter().map(|r| r.1).collect());
+            let (ours_latency, ours_bandwidth) = (
+                result["latency_us"].as_f64().expect("latency"),
+                result["bandwidth_mb_s"].as_f64().expect("bandwidth"),
+            );
+            println!(
+                "fleet: {} to {}, {size} B, {iterations} round trips: rayefa check {ours_latency:.1} µs, \
+                 {ours_bandwidth:.1} MB/s; fi_pingpong (median of 3) {latency:.1} µs, \
+                 {bandwidth:.1} MB/s; ratio (rayefa / fi_pingpong) latency {:.2}, bandwidth {:.2}",
+                pinger.name,
+                listener.name,
+                ours_latency / latency,
+                ours_bandwidth / bandwidth
+            );
+        }
+
+        vpc.down_and_leave_nothing_behind();
+    }
 }

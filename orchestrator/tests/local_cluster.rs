@@ -247,6 +247,66 @@ fn a_stopped_agent_is_reported_and_started_again_by_up() {
 }
 
 #[test]
+fn status_json_says_which_nodes_ray_s_autoscaler_launched() {
+    let cluster = local_cluster("e2e_autoscaled", 69, 1, "");
+    let (code, up) = cluster.json(&["up"]);
+    assert_eq!(code, Some(0), "{up:#}");
+    // `up` launched every node itself: its summary has no autoscaled field.
+    assert!(
+        up["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|n| n.get("autoscaled").is_none()),
+        "{up:#}"
+    );
+    // The way Ray's autoscaler asks for a node.
+    let launch = cluster.rayefa(&["nodes", "launch", "--node-type", "worker"]);
+    assert_eq!(
+        launch.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&launch.stderr)
+    );
+
+    let (code, status) = cluster.json(&["status"]);
+    assert_eq!(code, Some(0), "{status:#}");
+    let autoscaled: Vec<(String, serde_json::Value)> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().expect("id").to_owned(),
+                n["autoscaled"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        autoscaled,
+        [
+            ("head-0".to_owned(), serde_json::Value::Bool(false)),
+            ("worker-0".to_owned(), serde_json::Value::Bool(false)),
+            ("worker-1".to_owned(), serde_json::Value::Bool(true)),
+        ],
+        "{status:#}"
+    );
+    let text = cluster.rayefa(&["status"]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("launched by Ray's autoscaler: worker-1\n"),
+        "{stdout}"
+    );
+    let down = cluster.rayefa(&["down"]);
+    assert_eq!(
+        down.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&down.stdout)
+    );
+}
+
+#[test]
 fn a_missing_agent_binary_is_a_provider_error() {
     let cluster = local_cluster("e2e_noagent", 65, 0, "");
     let output = Command::new(env!("CARGO_BIN_EXE_rayefa"))

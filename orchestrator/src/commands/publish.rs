@@ -1,6 +1,8 @@
 //! `rayefa publish FILE PACKAGE...`: uploads the agent packages to the cluster file's
 //! `rayefa.agent_store` and records them in its manifest, from which every launch hands each
-//! node a presigned URL of its architecture's package.
+//! node a presigned URL of its architecture's package. The orchestrator's own packages
+//! (`rayefa`, from `packaging/build --with-rayefa`) go there too, for the head of a cluster
+//! that autoscales.
 
 use rayefa_cluster::rayefa::AgentStore;
 

@@ -35,9 +35,10 @@ pub(crate) async fn run(args: &StatusArgs, output: Output) -> Result<ExitCode, E
     wait::read_published(provider.as_ref(), &mut watches).await;
     let records: Vec<_> = watches.iter().map(|w| w.record.clone()).collect();
     let tags = provider.tags(&records).await?;
+    let is_autoscaled = |w: &NodeWatch| provider::is_autoscaled(tags.get(&w.record.id));
     let autoscaled: Vec<&str> = watches
         .iter()
-        .filter(|w| provider::is_autoscaled(tags.get(&w.record.id)))
+        .filter(|w| is_autoscaled(w))
         .map(|w| w.record.id.as_str())
         .collect();
     let failed = watches.iter().any(|w| w.verdict.is_failure());
@@ -57,7 +58,10 @@ pub(crate) async fn run(args: &StatusArgs, output: Output) -> Result<ExitCode, E
             provider: cluster.provider_type(),
             outcome,
             launched: Vec::new(),
-            nodes: watches.iter().map(NodeSummary::of).collect(),
+            nodes: watches
+                .iter()
+                .map(|w| NodeSummary::of(w).with_autoscaled(is_autoscaled(w)))
+                .collect(),
             findings: &cluster.findings,
         });
     } else if watches.is_empty() {

@@ -1,5 +1,7 @@
-//! `rayefa up FILE`: launch the head, wait for its agent, launch the workers with the head's
-//! address, then wait until every node is ready.
+//! `rayefa up FILE`: launch the head, then at once the workers with the head's private address
+//! (which the launch itself returns), wait for the head's agent, then until every node is ready.
+//! The workers boot while the head does: its boot and agent install are not on their path
+//! (docs/performance.md); a worker's `ray start` waits for the head's Ray.
 //!
 //! Running it again on a running cluster launches nothing (and says so); nodes that stopped
 //! are started again (their agents resume from their journals); worker types with fewer
@@ -55,40 +57,6 @@ pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error
         progress.as_mut(),
     )
     .await?;
-    let mut head_watch = if launched.iter().any(|n| n.id == head.id) {
-        NodeWatch::launched(head.clone(), Instant::now())
-    } else {
-        NodeWatch::new(head.clone(), Instant::now())
-    };
-    progress.update(&head_watch);
-    let head_deadline = (Instant::now() + cluster.settings.head_agent_timeout).min(deadline);
-    let healthy = wait::until_healthy(
-        provider.as_ref(),
-        &client,
-        &mut head_watch,
-        &policy,
-        head_deadline,
-        progress.as_mut(),
-    )
-    .await;
-    if healthy != WaitOutcome::Ready {
-        progress.finish();
-        if healthy == WaitOutcome::TimedOut {
-            output.say(&format!(
-                "the head's agent ({}) did not answer within {}s; no worker was launched",
-                head.id,
-                head_deadline.saturating_duration_since(started).as_secs()
-            ));
-        }
-        return Ok(report(
-            &output,
-            &cluster,
-            &[head_watch],
-            &touched,
-            healthy,
-            None,
-        ));
-    }
     let head_address = head.private_address.clone().ok_or_else(|| {
         ProviderError::Failed(format!("the head {} has no private address", head.id))
     })?;
@@ -117,6 +85,41 @@ pub(crate) async fn run(args: &UpArgs, output: Output) -> Result<ExitCode, Error
         }
     }
 
+    let mut head_watch = if launched.iter().any(|n| n.id == head.id) {
+        NodeWatch::launched(head.clone(), Instant::now())
+    } else {
+        NodeWatch::new(head.clone(), Instant::now())
+    };
+    progress.update(&head_watch);
+    let head_deadline = (Instant::now() + cluster.settings.head_agent_timeout).min(deadline);
+    let healthy = wait::until_healthy(
+        provider.as_ref(),
+        &client,
+        &mut head_watch,
+        &policy,
+        head_deadline,
+        progress.as_mut(),
+    )
+    .await;
+    if healthy != WaitOutcome::Ready {
+        progress.finish();
+        if healthy == WaitOutcome::TimedOut {
+            output.say(&format!(
+                "the head's agent ({}) did not answer within {}s",
+                head.id,
+                head_deadline.saturating_duration_since(started).as_secs()
+            ));
+        }
+        terminate_orphaned_workers(provider.as_ref(), &launched, &head.id, &output).await;
+        return Ok(report(
+            &output,
+            &cluster,
+            &[head_watch],
+            &touched,
+            healthy,
+            None,
+        ));
+    }
     let listed = provider.list().await?;
     if touched.is_empty() {
         let running = listed.iter().filter(|n| n.lifecycle.is_alive()).count();
@@ -345,6 +348,39 @@ pub(crate) struct Launch<'a> {
     pub(crate) head_address: Option<&'a str>,
     /// Tags kept with each node (see [`LaunchRequest::tags`]).
     pub(crate) tags: &'a BTreeMap<String, String>,
+}
+
+/// The workers this run launched beside a head that never became healthy: they cannot join
+/// a cluster, and on a large cluster of expensive instances they would run until someone
+/// noticed. They are terminated; workers that were already running are left alone, and the
+/// head stays for `rayefa status` to show why.
+async fn terminate_orphaned_workers(
+    provider: &dyn Provider,
+    launched: &[NodeRecord],
+    head_id: &str,
+    output: &Output,
+) {
+    let workers: Vec<NodeRecord> = launched
+        .iter()
+        .filter(|n| n.id != head_id)
+        .cloned()
+        .collect();
+    if workers.is_empty() {
+        return;
+    }
+    let ids: Vec<&str> = workers.iter().map(|n| n.id.as_str()).collect();
+    match provider.terminate(&workers).await {
+        Ok(_) => output.say(&format!(
+            "terminated the workers launched with the head ({}): they cannot join a head that \
+             is not up",
+            ids.join(", ")
+        )),
+        Err(error) => output.say(&format!(
+            "the workers launched with the head ({}) could not be terminated: {error}; \
+             `rayefa down` removes them",
+            ids.join(", ")
+        )),
+    }
 }
 
 /// Renders the agent configuration of a node type and role (a head's with Ray's autoscaler

@@ -149,6 +149,11 @@ pub(crate) struct NodeSummary {
     pub(crate) ready_after_secs: Option<f64>,
     /// The Ray version install-ray installed, once it has.
     pub(crate) ray_version: Option<String>,
+    /// Whether the node was launched for Ray's autoscaler (its `rayefa-autoscaled` tag).
+    /// `status` reads the nodes' tags and always says; `up` launched its nodes itself and
+    /// leaves it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) autoscaled: Option<bool>,
 }
 
 impl NodeSummary {
@@ -218,6 +223,15 @@ impl NodeSummary {
             output_tail,
             ready_after_secs: node.ready_after.map(|d| d.as_secs_f64()),
             ray_version: document.and_then(|d| d.ray_version()),
+            autoscaled: None,
+        }
+    }
+
+    /// The summary, saying whether Ray's autoscaler asked for the node.
+    pub(crate) fn with_autoscaled(self, autoscaled: bool) -> Self {
+        Self {
+            autoscaled: Some(autoscaled),
+            ..self
         }
     }
 }

@@ -14,7 +14,8 @@
 //! - a listing action can be cut into pages, to exercise paginators;
 //! - new instances can be kept out of DescribeInstances for a while, as EC2's eventual
 //!   consistency does (moto lists an instance the moment RunInstances returns it): hidden
-//!   from filtered listings, and `InvalidInstanceID.NotFound` when asked for by id;
+//!   from filtered listings, and `InvalidInstanceID.NotFound` when asked for by id or tagged
+//!   with CreateTags;
 //! - RunInstances can be refused as EC2 refuses a just-created instance profile;
 //! - SSM GetParameters also answers public parameters moto does not have (the Deep Learning
 //!   AMIs' `/aws/service/deeplearning/...`; moto knows only the Amazon Linux ones and refuses
@@ -535,6 +536,7 @@ async fn answer_ec2(
         }
         "RunInstances" => run_instances(forward, body, recorded, state).await,
         "DescribeInstances" => describe_instances(forward, body, recorded, state).await,
+        "CreateTags" => create_tags(forward, body, recorded, state).await,
         action => {
             let paging = state
                 .lock()
@@ -780,6 +782,32 @@ async fn describe_instances(
         status: 200,
         body: Bytes::from(body),
     }
+}
+
+/// CreateTags, refused for an instance still hidden as EC2 refuses one it does not know yet
+/// (`InvalidInstanceID.NotFound`); nothing of the request is tagged then, as on EC2.
+async fn create_tags(
+    forward: &Forward<'_>,
+    body: &Bytes,
+    recorded: &mut Recorded,
+    state: &Arc<Mutex<State>>,
+) -> Answer {
+    let hidden = state.lock().expect("proxy state lock").hidden_now();
+    if let Some(asked) = recorded
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("ResourceId."))
+        .map(|(_, v)| v)
+        .find(|id| hidden.contains(id))
+    {
+        recorded.outcome = format!("hid {asked}");
+        return error_answer(
+            400,
+            "InvalidInstanceID.NotFound",
+            &format!("The instance ID '{asked}' does not exist"),
+        );
+    }
+    forward.send(body.clone()).await
 }
 
 /// The text of every `<name>...</name>` element in `xml`.

@@ -94,12 +94,13 @@ impl Node {
         self.exits.lock().expect("exits lock").clone()
     }
 
-    /// Runs `args` inside the node (all its namespaces), without checking how it ends.
-    pub fn exec(&self, args: &[&str]) -> Output {
+    /// `args` inside the node (all its namespaces), ready to run.
+    fn inside(&self, args: &[&str]) -> Command {
         let leader = self
             .leader()
             .unwrap_or_else(|| panic!("{} is not running", self.name));
-        Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .args(["-t", &leader.to_string(), "-a", "--"])
             .args(args)
             .env_clear()
@@ -110,9 +111,32 @@ impl Node {
             .env("LANG", "C.UTF-8")
             .env("SYSTEMD_PAGER", "")
             .env("SYSTEMD_COLORS", "0")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running nsenter")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `args` inside the node (all its namespaces), without checking how it ends.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.inside(args).output().expect("running nsenter")
+    }
+
+    /// Starts `args` inside the node (all its namespaces) and returns at once, its output
+    /// piped: for a server that another node's client talks to.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.inside(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting nsenter")
+    }
+
+    /// Runs the host's `args` in the node's network namespace only (`ip netns exec`), panicking
+    /// unless it succeeds. The node has no CAP_NET_ADMIN, so its firewall is set from here, as
+    /// a cloud's network rules are set from outside an instance.
+    pub fn in_netns(&self, args: &[&str]) -> Output {
+        let mut all = vec!["netns", "exec", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
     }
 
     /// Runs `args` inside the node and answers its standard output, panicking unless it

@@ -12,7 +12,7 @@ mod extract;
 mod installer;
 pub(crate) mod manifest;
 mod signing_key;
-mod verify;
+pub(crate) mod verify;
 
 #[cfg(test)]
 mod testkit;

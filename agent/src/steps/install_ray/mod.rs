@@ -6,6 +6,7 @@ mod interpreter;
 mod os_packages;
 mod owner;
 mod python;
+mod shared_uv;
 mod uv;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use rayefa_wire::PythonInstallDetail;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{GROW_ROOT, INSTALL_RAY};
+use super::{GROW_ROOT, INSTALL_RAY, venv};
 use crate::config::Settings;
 use crate::engine::{Check, Outcome, Step, StepContext, StepError};
 use interpreter::Interpreter;
@@ -71,11 +72,16 @@ impl Step for InstallRay {
         vec![
             os,
             format!(
-                "virtualenv {} made with {python}",
+                "uv from its wheel with {python}'s pip (or from the shared cache named by \
+                 --cache-dir); pip if it cannot be had"
+            ),
+            format!(
+                "virtualenv {} made with uv venv --seed --python {python} ({python} -m venv \
+                 without uv)",
                 packages.virtualenv.display()
             ),
             format!(
-                "uv pip install (uv from its wheel; pip if it cannot be had) {}",
+                "uv pip install (pip without uv) {}",
                 packages.python.join(" ")
             ),
         ]
@@ -133,18 +139,27 @@ impl Step for InstallRay {
             Some((manager, packages)) => Some(install_os_packages(ctx, manager, packages).await?),
             None => None,
         };
+        // uv before the virtualenv, with the interpreter's own pip: uv then makes the
+        // virtualenv too.
+        let mut obtained = None;
+        let mut made_by = None;
         if !python::venv_exists(ctx) {
             ctx.log.note(&format!(
                 "# the virtualenv's interpreter: {} ({})",
                 interpreter.command, interpreter.reason
             ));
-            python::create_venv(ctx, &interpreter.command).await?;
+            let installer = uv::obtain(ctx, &interpreter.command).await;
+            made_by = Some(python::create_venv(ctx, &interpreter.command, &installer).await?);
+            obtained = Some(installer);
         }
         ctx.activity("checking the virtualenv's Python packages");
         let mut found = python::requirements(ctx).await?;
         let mut used = None;
         if !found.satisfied {
-            let installer = uv::obtain(ctx).await;
+            let installer = match obtained {
+                Some(installer) => installer,
+                None => uv::obtain(ctx, &venv::python(ctx).display().to_string()).await,
+            };
             ctx.log.note(&format!(
                 "# installing the Python packages with {}",
                 installer.describe()
@@ -175,13 +190,11 @@ impl Step for InstallRay {
         if let Some(version) = &found.ray_version {
             ctx.activity(format!("Ray {version} installed"));
         }
-        Ok(Outcome::Done(Some(detail(
-            ctx,
-            os.as_ref(),
-            &interpreter,
-            used.as_ref(),
-            &found,
-        ))))
+        let mut detail = detail(ctx, os.as_ref(), &interpreter, used.as_ref(), &found);
+        if let Some(made_by) = made_by {
+            detail["virtualenv_made_with"] = Value::String(made_by);
+        }
+        Ok(Outcome::Done(Some(detail)))
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::uv::{self, Installer};
 use crate::engine::{Retry, StepContext, StepError};
 use crate::host::CommandSpec;
 use crate::steps::venv;
@@ -29,9 +30,9 @@ pub(super) struct Requirements {
     pub(super) ray_version: Option<String>,
 }
 
-/// Written into the virtualenv once `python -m venv` has finished. The interpreter appears
-/// long before pip does, so a virtualenv without this file was interrupted (the agent crashed
-/// or was stopped while making it) and may have no pip.
+/// Written into the virtualenv once `uv venv` or `python -m venv` has finished. The
+/// interpreter appears long before pip does, so a virtualenv without this file was interrupted
+/// (the agent crashed or was stopped while making it) and may have no pip.
 const COMPLETE_MARKER: &str = ".rayefa-complete";
 
 /// Whether the virtualenv was made to the end.
@@ -40,26 +41,59 @@ pub(super) fn venv_exists(ctx: &StepContext) -> bool {
 }
 
 /// Creates the virtualenv with `interpreter`, afresh (`--clear`) over what an interrupted
-/// attempt left.
-pub(super) async fn create_venv(ctx: &StepContext, interpreter: &str) -> Result<(), StepError> {
+/// attempt left: with `uv venv --seed` when `installer` is uv (`python -m venv` spends most
+/// of its time in ensurepip), else, or when uv fails (an index without pip to seed from),
+/// with `python -m venv`. Answers what made it, for the detail.
+pub(super) async fn create_venv(
+    ctx: &StepContext,
+    interpreter: &str,
+    installer: &Installer,
+) -> Result<String, StepError> {
     let dir = venv::dir(ctx);
-    ctx.activity(format!(
-        "creating the virtualenv {} with {interpreter}",
-        dir.display()
-    ));
-    let mut spec = CommandSpec::new(interpreter).args(["-m", "venv"]);
     if dir.exists() {
         ctx.log
             .note("# the virtualenv was not finished by an earlier attempt: making it afresh");
-        spec = spec.arg("--clear");
     }
-    let spec = spec.arg(dir.display().to_string());
-    // A missing venv module or ensurepip (Debian without python3-venv) stays missing.
-    ctx.run_checked(spec, Retry::Never).await?;
+    let mut made_by = None;
+    if let Installer::Uv {
+        binary,
+        version,
+        args,
+    } = installer
+    {
+        ctx.activity(format!(
+            "creating the virtualenv {} with uv venv --seed --python {interpreter}",
+            dir.display()
+        ));
+        match uv::make_venv(ctx, binary, args, interpreter, dir.exists()).await {
+            Ok(()) => made_by = Some(format!("{version} (uv venv --seed)")),
+            Err(err) => ctx.log.note(&format!(
+                "# uv venv failed, making the virtualenv with {interpreter} -m venv: {err}"
+            )),
+        }
+    }
+    let made_by = match made_by {
+        Some(made_by) => made_by,
+        None => {
+            ctx.activity(format!(
+                "creating the virtualenv {} with {interpreter} -m venv",
+                dir.display()
+            ));
+            let mut spec = CommandSpec::new(interpreter).args(["-m", "venv"]);
+            if dir.exists() {
+                spec = spec.arg("--clear");
+            }
+            let spec = spec.arg(dir.display().to_string());
+            // A missing venv module or ensurepip (Debian without python3-venv) stays missing.
+            ctx.run_checked(spec, Retry::Never).await?;
+            format!("{interpreter} -m venv")
+        }
+    };
     let marker = dir.join(COMPLETE_MARKER);
     std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&marker, ""))
-        .map_err(|e| StepError::Io(format!("cannot write {}: {e}", marker.display())))
+        .map_err(|e| StepError::Io(format!("cannot write {}: {e}", marker.display())))?;
+    Ok(made_by)
 }
 
 /// Asks the virtualenv's interpreter whether the configured requirements are met. Reads only

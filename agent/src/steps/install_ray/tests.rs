@@ -174,6 +174,7 @@ async fn no_os_packages_needs_no_os_release_and_pip_runs_with_the_configured_arg
     let python = venv_python(root.path());
     let runner = Arc::new(
         ScriptedRunner::new()
+            .answer("python3 -m pip install", 0, "Successfully installed uv\n")
             .answer("python3 -m venv", 0, "")
             .answer(&format!("{python} -B -c"), 0, &report(false))
             .answer(
@@ -204,16 +205,18 @@ async fn no_os_packages_needs_no_os_release_and_pip_runs_with_the_configured_arg
     );
     let calls = runner.calls();
     let venv = root.path().join("opt/rayefa/venv");
-    assert_eq!(calls[0], format!("python3 -m venv {}", venv.display()));
-    // uv first: its wheel goes into the state directory with the same pip options.
+    // uv first, before the virtualenv, with the interpreter's own pip: its wheel goes into
+    // the state directory with the same pip options.
     let uv_dir = root.path().join("var/lib/rayefa/uv");
     assert_eq!(
-        calls[2],
+        calls[0],
         format!(
-            "{python} -m pip install --upgrade --target {} --no-cache-dir uv",
+            "python3 -m pip install --upgrade --target {} --no-cache-dir uv",
             uv_dir.display()
         )
     );
+    // Without uv, python makes the virtualenv.
+    assert_eq!(calls[1], format!("python3 -m venv {}", venv.display()));
     // The stand-in installs no binary: pip does the work, and the log says why.
     assert_eq!(
         calls[3],
@@ -249,7 +252,11 @@ async fn amazon_linux_2023_gets_python_3_12_and_uv_installs_with_the_pip_options
             .answer("rpm -q --whatprovides python3-pip", 0, "python3-pip-21.3.1")
             .answer("rpm -q", 1, "no package provides python3.12")
             .answer("dnf install", 0, "Complete!\n")
-            .answer("python3.12 -m venv", 0, "")
+            .answer(
+                &format!("{uv} venv"),
+                0,
+                "Creating virtual environment with seed packages\n",
+            )
             .answer(
                 &format!("{uv} --version"),
                 0,
@@ -284,9 +291,26 @@ async fn amazon_linux_2023_gets_python_3_12_and_uv_installs_with_the_pip_options
         "{calls:?}"
     );
     let venv = root.path().join("opt/rayefa/venv");
+    // uv makes the virtualenv with Python 3.12, never one of its own, with pip seeded from
+    // the configured index through the proxy.
+    let made = runner
+        .specs()
+        .into_iter()
+        .find(|s| s.to_string().starts_with(&format!("{uv} venv")))
+        .expect("uv venv ran");
+    assert_eq!(
+        made.to_string(),
+        format!(
+            "{uv} venv --color never --seed --no-project --python python3.12 \
+             --python-preference only-system --cache-dir /var/cache/pip {}",
+            venv.display()
+        )
+    );
+    assert_eq!(made.env["HTTPS_PROXY"], "http://169.254.100.1:8777");
+    assert_eq!(made.env["UV_PYTHON_DOWNLOADS"], "never");
     assert!(
-        calls.contains(&format!("python3.12 -m venv {}", venv.display())),
-        "{calls:?}"
+        calls.iter().all(|c| !c.contains("-m venv")),
+        "python made a virtualenv beside uv: {calls:?}"
     );
     let install = runner
         .specs()
@@ -338,6 +362,67 @@ async fn amazon_linux_2023_gets_python_3_12_and_uv_installs_with_the_pip_options
         detail["os_packages"]["packages"],
         json!(["python3-pip", "python3.12", "python3.12-pip"])
     );
+}
+
+/// uv from the shared cache that `--cache-dir` names (no pip run for it), and a virtualenv
+/// that uv cannot make (an index without pip to seed it from) made by `python -m venv`.
+#[tokio::test]
+async fn uv_comes_from_the_shared_cache_and_python_makes_the_virtualenv_when_uv_cannot() {
+    let root = tempfile::tempdir().expect("root without os-release");
+    let cache = root.path().join("shared-cache");
+    let built = root.path().join("built-uv");
+    std::fs::write(&built, "a uv binary").expect("uv");
+    super::shared_uv::keep(&built, &cache).expect("an earlier node kept uv");
+    let uv = root.path().join("var/lib/rayefa/uv/bin/uv");
+    let uv = uv.display().to_string();
+    let python = venv_python(root.path());
+    let runner = Arc::new(
+        ScriptedRunner::new()
+            .answer(
+                &format!("{uv} --version"),
+                0,
+                "uv 0.13.9 (x86_64-unknown-linux-gnu)\n",
+            )
+            .answer(
+                &format!("{uv} venv"),
+                2,
+                "error: Because pip was not found in the package registry, we can conclude \
+                 that your requirements are unsatisfiable.\n",
+            )
+            .answer("python3 -m venv", 0, "")
+            .answer(&format!("{python} -B -c"), 0, &report(true)),
+    );
+    let t = context(
+        INSTALL_RAY,
+        HostRoot::new(root.path()),
+        runner.clone(),
+        settings(
+            Role::Head,
+            "[packages]\nos = []\npython = [\"ray\"]\npip_args = [\"--cache-dir\", \"/shared-cache\"]\n",
+        ),
+    );
+    let Outcome::Done(Some(detail)) = InstallRay.run(&t.ctx).await.expect("runs") else {
+        panic!("no detail");
+    };
+    assert_eq!(detail["virtualenv_made_with"], "python3 -m venv");
+    assert_eq!(std::fs::read_to_string(&uv).expect("copied"), "a uv binary");
+    let calls = runner.calls();
+    assert!(
+        calls.iter().all(|c| !c.contains("-m pip install")),
+        "pip ran for uv although the cache had it: {calls:?}"
+    );
+    let venv = root.path().join("opt/rayefa/venv");
+    assert!(
+        calls.contains(&format!("python3 -m venv {}", venv.display())),
+        "{calls:?}"
+    );
+    let log = t.log_text();
+    assert!(log.contains("# uv copied from"), "{log}");
+    assert!(
+        log.contains("# uv venv failed, making the virtualenv with python3 -m venv"),
+        "{log}"
+    );
+    assert!(venv.join(".rayefa-complete").is_file());
 }
 
 #[tokio::test]
@@ -583,6 +668,18 @@ async fn packages_from_pypi_install_once() {
             .is_some_and(|i| i.starts_with("uv ")),
         "uv from PyPI installs: {detail}"
     );
+    assert!(
+        detail["virtualenv_made_with"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("(uv venv --seed)")),
+        "uv makes the virtualenv: {detail}"
+    );
+    // `--seed` gives it pip, which users install with (issue 14).
+    let pip = std::process::Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "--version"])
+        .output()
+        .expect("the virtualenv's python runs");
+    assert!(pip.status.success(), "no pip in the virtualenv: {pip:?}");
     assert!(detail["python_packages"]["idna"].is_string(), "{detail}");
     assert!(matches!(
         InstallRay.check(&t.ctx).await.expect("check"),

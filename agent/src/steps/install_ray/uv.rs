@@ -1,13 +1,17 @@
-//! uv, where it can be had: a static binary shipped as a wheel on PyPI, which resolves and
-//! installs Ray's dependency tree many times faster than pip (docs/performance.md). It is
-//! installed with the virtualenv's own pip into the agent's state directory (not into the
-//! virtualenv, which stays the user's), and then installs the requirements with
-//! `uv pip install --python <virtualenv python>`. When uv cannot be had (no route to its
-//! index, a `pip_args` option uv has no counterpart for) pip does the work, and the step's
+//! uv, where it can be had: a static binary shipped as a wheel on PyPI, which makes the
+//! virtualenv and resolves and installs Ray's dependency tree many times faster than
+//! `python -m venv` and pip (docs/performance.md). It is installed into the agent's state
+//! directory (not into the virtualenv, which stays the user's) with the pip of the Python that
+//! makes the virtualenv, before the virtualenv exists, or copied from the shared cache
+//! directory when an earlier node left it there (shared_uv.rs). Then `uv venv --seed` makes
+//! the virtualenv and `uv pip install --python <virtualenv python>` installs the requirements.
+//! When uv cannot be had (no route to its index, no pip for the interpreter, a `pip_args`
+//! option uv has no counterpart for) `python -m venv` and pip do the work, and the step's
 //! detail says which and why.
 
 use std::path::{Path, PathBuf};
 
+use super::shared_uv;
 use crate::engine::{Retry, StepContext, StepError};
 use crate::host::CommandSpec;
 use crate::steps::venv;
@@ -41,10 +45,16 @@ impl Installer {
 /// `pip_args` as uv takes them: command-line options and environment variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct UvArgs {
+    /// For `uv pip install`.
     pub(super) args: Vec<String>,
+    /// Those of `args` that `uv venv` takes too (the index and the cache): `--seed` fetches
+    /// pip from the same index.
+    pub(super) venv_args: Vec<String>,
     pub(super) env: Vec<(String, String)>,
     /// Whether the options name a cache (`--cache-dir`, `--no-cache`).
     pub(super) cache_named: bool,
+    /// The cache directory the options name: where uv's own binary is shared.
+    pub(super) cache_dir: Option<PathBuf>,
 }
 
 /// Translates pip's options to uv's; `Err` names the first option uv has no counterpart for.
@@ -77,34 +87,55 @@ pub(super) fn translate(pip_args: &[String]) -> Result<UvArgs, String> {
                 out.env.push(("UV_HTTP_TIMEOUT".into(), secs));
             }
             "--cache-dir" => {
-                out.args.extend(["--cache-dir".to_owned(), value()?]);
+                let dir = value()?;
+                out.cache_dir = Some(PathBuf::from(&dir));
+                out.both(["--cache-dir".to_owned(), dir]);
                 out.cache_named = true;
             }
             "--no-cache-dir" => {
-                out.args.push("--no-cache".to_owned());
+                out.both(["--no-cache".to_owned()]);
                 out.cache_named = true;
             }
-            "-i" | "--index-url" => out.args.extend(["--index-url".to_owned(), value()?]),
-            "--extra-index-url" | "--constraint" | "-c" | "--requirement" | "-r"
-            | "--find-links" | "-f" | "--only-binary" | "--no-binary" => {
+            "-i" | "--index-url" => out.both(["--index-url".to_owned(), value()?]),
+            "--extra-index-url" | "--find-links" | "-f" => out.both([name.to_owned(), value()?]),
+            "--constraint" | "-c" | "--requirement" | "-r" | "--only-binary" | "--no-binary" => {
                 out.args.extend([name.to_owned(), value()?]);
             }
-            "--trusted-host" => out
-                .args
-                .extend(["--allow-insecure-host".to_owned(), value()?]),
+            "--trusted-host" => out.both(["--allow-insecure-host".to_owned(), value()?]),
             "--pre" => out.args.extend(["--prerelease".into(), "allow".into()]),
-            "-U" | "--upgrade" | "--no-deps" | "--no-index" | "-q" | "--quiet" | "-v"
-            | "--verbose" => {
-                out.args.push(name.to_owned());
-            }
+            "--no-index" | "-q" | "--quiet" | "-v" | "--verbose" => out.both([name.to_owned()]),
+            "-U" | "--upgrade" | "--no-deps" => out.args.push(name.to_owned()),
             other => return Err(format!("pip_args has `{other}`, which uv does not take")),
         }
     }
     Ok(out)
 }
 
-/// uv's binary, installed if need be, or why pip must do the work.
-pub(super) async fn obtain(ctx: &StepContext) -> Installer {
+impl UvArgs {
+    /// Options that `uv pip install` and `uv venv` both take.
+    fn both<const N: usize>(&mut self, options: [String; N]) {
+        self.venv_args.extend(options.iter().cloned());
+        self.args.extend(options);
+    }
+
+    /// The cache options: the configured ones, else a cache beside uv itself, since a system
+    /// service may have no HOME.
+    fn cache(&self, ctx: &StepContext) -> Vec<String> {
+        if self.cache_named {
+            return Vec::new();
+        }
+        let cache = ctx
+            .root
+            .path(&ctx.settings.agent.state_dir)
+            .join("uv-cache");
+        vec!["--cache-dir".to_owned(), cache.display().to_string()]
+    }
+}
+
+/// uv's binary: the one an earlier attempt installed, else the shared cache's, else one
+/// installed from its wheel with `python`'s pip (and then left in the shared cache); or why
+/// pip must do the work.
+pub(super) async fn obtain(ctx: &StepContext, python: &str) -> Installer {
     let args = match translate(&ctx.settings.packages.pip_args) {
         Ok(args) => args,
         Err(why_not_uv) => return Installer::Pip { why_not_uv },
@@ -118,27 +149,65 @@ pub(super) async fn obtain(ctx: &StepContext) -> Installer {
             args,
         };
     }
+    let shared = args.cache_dir.as_deref().map(|d| ctx.root.path(d));
+    if let Some(cache) = &shared {
+        match shared_uv::take(cache, &binary) {
+            Ok(true) => match version_of(ctx, &binary).await {
+                Ok(version) => {
+                    ctx.log.note(&format!(
+                        "# uv copied from {}",
+                        shared_uv::binary_in(cache).display()
+                    ));
+                    return Installer::Uv {
+                        binary,
+                        version,
+                        args,
+                    };
+                }
+                Err(err) => ctx.log.note(&format!(
+                    "# the shared {} does not run here ({err}): installing uv from its wheel",
+                    shared_uv::binary_in(cache).display()
+                )),
+            },
+            Ok(false) => {}
+            Err(err) => ctx.log.note(&format!(
+                "# cannot copy uv from {}: {err}",
+                shared_uv::binary_in(cache).display()
+            )),
+        }
+    }
     ctx.activity("installing uv from its wheel");
-    if let Err(err) = install(ctx, &dir).await {
+    if let Err(err) = install(ctx, python, &dir).await {
         return Installer::Pip {
             why_not_uv: format!("it could not be installed: {err}"),
         };
     }
     match version_of(ctx, &binary).await {
-        Ok(version) => Installer::Uv {
-            binary,
-            version,
-            args,
-        },
+        Ok(version) => {
+            if let Some(cache) = &shared
+                && let Err(err) = shared_uv::keep(&binary, cache)
+            {
+                ctx.log.note(&format!(
+                    "# cannot leave uv in {} for the other nodes: {err}",
+                    shared_uv::binary_in(cache).display()
+                ));
+            }
+            Installer::Uv {
+                binary,
+                version,
+                args,
+            }
+        }
         Err(err) => Installer::Pip {
             why_not_uv: format!("the installed {} does not run: {err}", binary.display()),
         },
     }
 }
 
-/// `pip install --target DIR uv` with the virtualenv's pip and the configured pip options.
-async fn install(ctx: &StepContext, dir: &Path) -> Result<(), StepError> {
-    let spec = CommandSpec::new(venv::python(ctx).display().to_string())
+/// `pip install --target DIR uv` with `python`'s pip and the configured pip options. pip
+/// writes only into DIR: `--target` is outside PEP 668's guard of the system's packages.
+async fn install(ctx: &StepContext, python: &str, dir: &Path) -> Result<(), StepError> {
+    let spec = CommandSpec::new(python)
         .args(["-m", "pip", "install", "--upgrade", "--target"])
         .arg(dir.display().to_string())
         .args(&ctx.settings.packages.pip_args)
@@ -168,16 +237,8 @@ pub(super) async fn pip_install(
     let packages = &ctx.settings.packages;
     let mut spec = CommandSpec::new(binary.display().to_string())
         .args(["pip", "install", "--color", "never", "--python"])
-        .arg(venv::python(ctx).display().to_string());
-    if !args.cache_named {
-        // A system service may have no HOME: the cache goes beside uv itself.
-        let cache = ctx
-            .root
-            .path(&ctx.settings.agent.state_dir)
-            .join("uv-cache");
-        spec = spec.arg("--cache-dir").arg(cache.display().to_string());
-    }
-    spec = spec
+        .arg(venv::python(ctx).display().to_string())
+        .args(args.cache(ctx))
         .args(&args.args)
         .args(&packages.python)
         .env("UV_PYTHON_DOWNLOADS", "never");
@@ -187,6 +248,39 @@ pub(super) async fn pip_install(
     ctx.run_checked(spec, Retry::IfOutput(uv_retryable))
         .await
         .map(drop)
+}
+
+/// `uv venv --seed` of the virtualenv with `interpreter` (a system one: uv neither downloads
+/// one nor takes its own), afresh (`--clear`) when `clear`. `--seed` puts pip into it, as
+/// `python -m venv` does, so that users can `pip install` into it.
+pub(super) async fn make_venv(
+    ctx: &StepContext,
+    binary: &Path,
+    args: &UvArgs,
+    interpreter: &str,
+    clear: bool,
+) -> Result<(), StepError> {
+    let mut spec = CommandSpec::new(binary.display().to_string())
+        .args(["venv", "--color", "never", "--seed", "--no-project"])
+        .args([
+            "--python",
+            interpreter,
+            "--python-preference",
+            "only-system",
+        ])
+        .args(args.cache(ctx))
+        .args(&args.venv_args);
+    if clear {
+        spec = spec.arg("--clear");
+    }
+    spec = spec
+        .arg(venv::dir(ctx).display().to_string())
+        .env("UV_PYTHON_DOWNLOADS", "never");
+    for (name, value) in &args.env {
+        spec = spec.env(name, value);
+    }
+    // No retry: `python -m venv` takes over when uv fails.
+    ctx.run_checked(spec, Retry::Never).await.map(drop)
 }
 
 /// Whether a failed uv run met the network, so that another attempt may pass. A resolution
@@ -238,6 +332,17 @@ mod tests {
                 "allow"
             ])
         );
+        // `uv venv` has no `--prerelease`: it takes only where pip comes from.
+        assert_eq!(
+            uv.venv_args,
+            strings(&[
+                "--cache-dir",
+                "/var/cache/pip",
+                "--index-url",
+                "https://mirror.example/simple"
+            ])
+        );
+        assert_eq!(uv.cache_dir, Some(PathBuf::from("/var/cache/pip")));
         assert!(uv.cache_named);
         assert!(
             uv.env

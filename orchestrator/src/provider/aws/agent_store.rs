@@ -7,6 +7,10 @@
 //! `{"format": 1, "packages": {"x86_64": {"rpm": {"key": ..., "sha256": ..., "size": ...}}}}`.
 //! Publishing merges into it, so the two architectures can be published one at a time; the
 //! last writer wins when two people publish at once.
+//!
+//! The orchestrator's own packages (`rayefa`, built by `packaging/build --with-rayefa`) go to
+//! the same store, in the manifest's `orchestrator` map of the same form: the head of a
+//! cluster that autoscales installs one, to run `rayefa nodes` for Ray's autoscaler.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,13 +72,20 @@ pub(crate) struct Entry {
     pub(crate) size: u64,
 }
 
+/// Published packages by architecture, then by kind.
+pub(crate) type ByArchitecture = BTreeMap<String, BTreeMap<PackageKind, Entry>>;
+
 /// `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Manifest {
     /// Always 1.
     pub(crate) format: u32,
-    /// By architecture, then by kind.
-    pub(crate) packages: BTreeMap<String, BTreeMap<PackageKind, Entry>>,
+    /// The agent's packages.
+    pub(crate) packages: ByArchitecture,
+    /// The orchestrator's (`rayefa`) packages, for heads that run Ray's autoscaler; absent
+    /// from a manifest that has none, so older readers of format 1 read it unchanged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) orchestrator: ByArchitecture,
 }
 
 impl Default for Manifest {
@@ -82,6 +93,28 @@ impl Default for Manifest {
         Manifest {
             format: FORMAT,
             packages: BTreeMap::new(),
+            orchestrator: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which program a package installs, from its file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) enum Program {
+    /// `rayefa-agent`, every node's.
+    #[serde(rename = "rayefa-agent")]
+    Agent,
+    /// `rayefa`, the orchestrator, for an autoscaling head.
+    #[serde(rename = "rayefa")]
+    Orchestrator,
+}
+
+impl Program {
+    /// The package's name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Program::Agent => "rayefa-agent",
+            Program::Orchestrator => "rayefa",
         }
     }
 }
@@ -108,6 +141,23 @@ pub(crate) enum StoreError {
         store: String,
         /// Why.
         detail: String,
+    },
+    /// No `rayefa` package was published for the head's architecture, and the cluster
+    /// autoscales.
+    #[error(
+        "{runs}, and {store} has no rayefa package for it (it has {have}); the head of a cluster \
+         that autoscales runs rayefa for Ray's autoscaler: build it with `packaging/build \
+         --with-rayefa` and publish it with `rayefa publish FILE PACKAGE...`",
+        runs = runs(.architectures),
+        have = if .have.is_empty() { "none".to_owned() } else { .have.join(", ") }
+    )]
+    NoOrchestrator {
+        /// The store.
+        store: String,
+        /// The head type's architectures, as `uname -m` names them.
+        architectures: Vec<String>,
+        /// The architectures the manifest has rayefa packages for.
+        have: Vec<String>,
     },
     /// No package was published for the node's architecture.
     #[error(
@@ -137,6 +187,8 @@ pub(crate) struct PackageFile {
     pub(crate) machine: &'static str,
     /// RPM or .deb.
     pub(crate) kind: PackageKind,
+    /// The agent's or the orchestrator's.
+    pub(crate) program: Program,
     /// Its SHA-256, hex.
     pub(crate) sha256: String,
     bytes: Vec<u8>,
@@ -161,9 +213,13 @@ pub(crate) enum PackageFileError {
         /// Why.
         why: String,
     },
-    /// Two files are the same architecture's same kind.
-    #[error("{first} and {second} are both the {machine} .{kind} package: publish one")]
+    /// Two files are the same program's package of the same architecture and kind.
+    #[error(
+        "{first} and {second} are both the {machine} .{kind} package of {program}: publish one"
+    )]
     Twice {
+        /// `rayefa-agent` or `rayefa`.
+        program: &'static str,
         /// The first file.
         first: String,
         /// The second.
@@ -208,16 +264,35 @@ pub(crate) fn architecture_of(name: &str) -> Result<(&'static str, PackageKind),
     Ok((machine, kind))
 }
 
-/// Reads the package files, refusing two of the same architecture and kind.
+/// The program a package installs, from the name before its version:
+/// `NAME-VERSION-RELEASE.ARCH.rpm`, `NAME_VERSION-RELEASE_ARCH.deb`.
+pub(crate) fn program_of(name: &str, kind: PackageKind) -> Result<Program, String> {
+    let package = match kind {
+        PackageKind::Rpm => name.rsplitn(3, '-').nth(2),
+        PackageKind::Deb => name.split_once('_').map(|(package, _)| package),
+    };
+    match package {
+        Some("rayefa-agent") => Ok(Program::Agent),
+        Some("rayefa") => Ok(Program::Orchestrator),
+        other => Err(format!(
+            "is a package of `{}`, not of rayefa-agent or rayefa (packaging/build names them \
+             rayefa-agent-VERSION-RELEASE.ARCH.rpm, rayefa_VERSION-RELEASE_ARCH.deb, ...)",
+            other.unwrap_or("")
+        )),
+    }
+}
+
+/// Reads the package files, refusing two of the same program, architecture and kind.
 pub(crate) fn read_packages(paths: &[PathBuf]) -> Result<Vec<PackageFile>, PackageFileError> {
     let mut files: Vec<PackageFile> = Vec::new();
     for path in paths {
         let file = read_package(path)?;
         if let Some(earlier) = files
             .iter()
-            .find(|f| f.machine == file.machine && f.kind == file.kind)
+            .find(|f| f.machine == file.machine && f.kind == file.kind && f.program == file.program)
         {
             return Err(PackageFileError::Twice {
+                program: file.program.as_str(),
                 first: earlier.path.display().to_string(),
                 second: file.path.display().to_string(),
                 machine: file.machine,
@@ -243,6 +318,10 @@ fn read_package(path: &Path) -> Result<PackageFile, PackageFileError> {
         path: shown.clone(),
         why,
     })?;
+    let program = program_of(&name, kind).map_err(|why| PackageFileError::Name {
+        path: shown.clone(),
+        why,
+    })?;
     if let Err(why) = AgentStore::parse(&format!("s3://bucket/{name}")) {
         return Err(PackageFileError::Name { path: shown, why });
     }
@@ -256,6 +335,7 @@ fn read_package(path: &Path) -> Result<PackageFile, PackageFileError> {
         name,
         machine,
         kind,
+        program,
         bytes,
     })
 }
@@ -265,6 +345,8 @@ fn read_package(path: &Path) -> Result<PackageFile, PackageFileError> {
 pub(crate) struct Published {
     /// The file.
     pub(crate) file: String,
+    /// `rayefa-agent` or `rayefa`.
+    pub(crate) package: Program,
     /// `x86_64` or `aarch64`.
     pub(crate) architecture: &'static str,
     /// `rpm` or `deb`.
@@ -322,8 +404,11 @@ pub(crate) async fn publish(
                 "uploaded"
             }
         };
-        manifest
-            .packages
+        let published = match file.program {
+            Program::Agent => &mut manifest.packages,
+            Program::Orchestrator => &mut manifest.orchestrator,
+        };
+        published
             .entry(file.machine.to_owned())
             .or_default()
             .insert(
@@ -336,6 +421,7 @@ pub(crate) async fn publish(
             );
         packages.push(Published {
             file: file.path.display().to_string(),
+            package: file.program,
             architecture: file.machine,
             kind: file.kind.as_str(),
             object: format!("s3://{}/{key}", store.bucket),
@@ -420,6 +506,27 @@ pub(crate) fn packages_for<'m>(
         })
 }
 
+/// The manifest's `rayefa` packages for a head whose instance type runs `architectures`.
+pub(crate) fn orchestrator_for<'m>(
+    store: &AgentStore,
+    manifest: &'m Manifest,
+    architectures: &[String],
+) -> Result<(&'m str, &'m BTreeMap<PackageKind, Entry>), StoreError> {
+    architectures
+        .iter()
+        .find_map(|arch| manifest.orchestrator.get_key_value(machine_name(arch)))
+        .filter(|(_, kinds)| !kinds.is_empty())
+        .map(|(machine, kinds)| (machine.as_str(), kinds))
+        .ok_or_else(|| StoreError::NoOrchestrator {
+            store: store.to_string(),
+            architectures: architectures
+                .iter()
+                .map(|a| machine_name(a).to_owned())
+                .collect(),
+            have: manifest.orchestrator.keys().cloned().collect(),
+        })
+}
+
 /// Presigns URLs for the manifest's packages; one signing time and credentials for all.
 #[derive(Debug)]
 pub(crate) struct Presigner<'a> {
@@ -484,10 +591,14 @@ impl<'a> Presigner<'a> {
     }
 
     /// The longest user data any node could get, for sizing before the architectures are
-    /// known: the longest URL of each kind.
-    pub(crate) fn longest(&self, manifest: &Manifest) -> Result<Option<NodePackage>, StoreError> {
+    /// known: the longest URL of each kind among `packages` (the manifest's agent or rayefa
+    /// packages).
+    pub(crate) fn longest(
+        &self,
+        packages: &ByArchitecture,
+    ) -> Result<Option<NodePackage>, StoreError> {
         let mut longest: BTreeMap<PackageKind, Download> = BTreeMap::new();
-        for kinds in manifest.packages.values() {
+        for kinds in packages.values() {
             for (kind, entry) in kinds {
                 let download = self.download(entry)?;
                 if longest
@@ -546,6 +657,53 @@ mod tests {
             let error = architecture_of(name).expect_err(name);
             assert!(error.contains(words), "`{words}` in {error}");
         }
+    }
+
+    #[test]
+    fn the_file_name_says_whose_package_it_is() {
+        for (name, kind, program) in [
+            (
+                "rayefa-agent-0.1.0-1.x86_64.rpm",
+                PackageKind::Rpm,
+                Program::Agent,
+            ),
+            (
+                "rayefa-agent_0.1.0-1_arm64.deb",
+                PackageKind::Deb,
+                Program::Agent,
+            ),
+            (
+                "rayefa-0.1.0-1.aarch64.rpm",
+                PackageKind::Rpm,
+                Program::Orchestrator,
+            ),
+            (
+                "rayefa_0.1.0-1_amd64.deb",
+                PackageKind::Deb,
+                Program::Orchestrator,
+            ),
+        ] {
+            assert_eq!(program_of(name, kind), Ok(program), "{name}");
+        }
+        let error = program_of("ray-2.9.0-1.x86_64.rpm", PackageKind::Rpm).expect_err("not ours");
+        assert!(error.contains("a package of `ray`"), "{error}");
+    }
+
+    #[test]
+    fn a_manifest_without_rayefa_packages_reads_and_writes_as_before() {
+        let text = r#"{"format": 1, "packages": {}}"#;
+        let manifest: Manifest = serde_json::from_str(text).expect("parses");
+        assert!(manifest.orchestrator.is_empty());
+        let written = serde_json::to_value(&manifest).expect("serialises");
+        assert_eq!(written, serde_json::json!({"format": 1, "packages": {}}));
+        let store = AgentStore::parse("s3://bucket/p").expect("store");
+        let missing = orchestrator_for(&store, &manifest, &["x86_64".into()]).expect_err("none");
+        assert!(
+            missing
+                .to_string()
+                .contains("has no rayefa package for it (it has none)"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub(crate) struct LaunchSpec<'a> {
     pub(crate) user_data: &'a str,
     /// The `rayefa up` run, tagged on every instance.
     pub(crate) launch_id: &'a str,
+    /// The request's own tags (Ray's, `rayefa-autoscaled`), given at launch so that no
+    /// listing shows the instance without them.
+    pub(crate) tags: &'a BTreeMap<String, String>,
     /// Unique to this launch within the run; client tokens derive from it.
     pub(crate) token: &'a str,
     /// The availability zone of each subnet, for messages.
@@ -245,9 +248,18 @@ fn describe_target(spec: &LaunchSpec<'_>, count: usize, subnet: Option<&str>) ->
 
 /// The file's tag specifications with rayefa's and Ray's instance tags merged in, the way
 /// Ray merges them: the file's instance tags win for keys both set (only `Name` can clash:
-/// the others are reserved), other resource types are kept as written.
+/// the others are reserved), other resource types are kept as written. The request's tags
+/// come between: rayefa's own win over them (Ray's autoscaler asks for the same
+/// `ray-node-type` and `ray-user-node-type` values), they win over the file's.
 fn merged_tags(spec: &LaunchSpec<'_>) -> Vec<TagSpecification> {
-    let ours = tags::launch_tags(spec.cluster, spec.node_type, spec.role, spec.launch_id);
+    let mut ours = tags::launch_tags(spec.cluster, spec.node_type, spec.role, spec.launch_id);
+    let requested: Vec<Tag> = spec
+        .tags
+        .iter()
+        .filter(|(key, _)| !ours.iter().any(|t| t.key() == Some(key.as_str())))
+        .map(|(key, value)| Tag::builder().key(key).value(value).build())
+        .collect();
+    ours.extend(requested);
     let mut specs: Vec<TagSpecification> = spec
         .config
         .input
@@ -286,6 +298,8 @@ mod tests {
     use crate::provider::aws::node_config;
     use serde_json::json;
 
+    const NO_TAGS: &BTreeMap<String, String> = &BTreeMap::new();
+
     fn spec<'a>(config: &'a NodeConfig, zones: &'a BTreeMap<String, String>) -> LaunchSpec<'a> {
         LaunchSpec {
             cluster: "c1",
@@ -295,6 +309,7 @@ mod tests {
             config,
             user_data: "#!/bin/bash\n",
             launch_id: "run1",
+            tags: NO_TAGS,
             token: "rayefa-run1-1",
             subnet_zones: zones,
         }
@@ -329,6 +344,49 @@ mod tests {
             "launching 2 × i7i.24xlarge for efa_worker_node in ap-northeast-1a (subnet-1), \
              placement group pg"
         );
+    }
+
+    #[test]
+    fn the_requests_tags_are_launched_with_and_rayefas_own_win() {
+        let config = node_config::parse(
+            &json!({
+                "InstanceType": "m7i.xlarge",
+                "TagSpecifications": [
+                    {"ResourceType": "instance", "Tags": [{"Key": "team", "Value": "ml"},
+                                                          {"Key": "Name", "Value": "mine"}]}
+                ]
+            }),
+            "n",
+        )
+        .expect("valid");
+        let zones = BTreeMap::new();
+        let requested = BTreeMap::from([
+            ("rayefa-autoscaled".to_owned(), "true".to_owned()),
+            ("ray-node-type".to_owned(), "head".to_owned()),
+            ("ray-launch-config".to_owned(), "abc".to_owned()),
+            ("team".to_owned(), "ray".to_owned()),
+        ]);
+        let mut spec = spec(&config, &zones);
+        spec.tags = &requested;
+        let merged = merged_tags(&spec);
+        let keys: Vec<&str> = merged[0].tags().iter().filter_map(Tag::key).collect();
+        let mut unique = keys.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "every key once: {keys:?}");
+        let instance = tags::tag_map(merged[0].tags());
+        assert_eq!(instance["rayefa-autoscaled"], "true");
+        assert_eq!(instance["ray-launch-config"], "abc");
+        assert_eq!(
+            instance[tags::RAY_NODE_KIND],
+            "worker",
+            "the role is rayefa's"
+        );
+        assert_eq!(
+            instance["team"], "ml",
+            "the file's tags win over the request's"
+        );
+        assert_eq!(instance["Name"], "mine");
     }
 
     #[test]

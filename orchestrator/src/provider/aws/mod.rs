@@ -12,6 +12,7 @@ mod discover;
 mod error;
 mod fields;
 mod file_check;
+mod head_share;
 mod image;
 mod instance_types;
 mod launch;
@@ -30,6 +31,7 @@ pub(crate) use client::Clients;
 pub(crate) use discover::{Discovered, Search, TagFilter, discover, export_lines};
 pub(crate) use error::ApiError;
 pub(crate) use fields::NodeConfigError;
+pub(crate) use head_share::{HEAD_CLUSTER_FILE, HEAD_RAYEFA, HEAD_STATE_DIR};
 pub(crate) use instance_types::{InstanceTypeRow, format_gib, list as list_instance_types};
 pub(crate) use prepare::{Outcome, Plan, Prepared, prepare};
 pub(crate) use provider::node_configs_of;
@@ -62,6 +64,12 @@ pub(crate) enum AwsError {
     /// The agent store (`rayefa.agent_store`) could not be read.
     #[error(transparent)]
     Store(#[from] agent_store::StoreError),
+    /// The head's autoscaling configuration could not be made.
+    #[error("Ray's autoscaling configuration: {0}")]
+    Autoscaling(String),
+    /// The head's share (the cluster file) could not be made.
+    #[error(transparent)]
+    HeadShare(#[from] head_share::HeadShareError),
     /// A node type's user data could not be rendered.
     #[error("rendering the user data of node type {node_type}: {source}")]
     UserData {

@@ -63,6 +63,9 @@ pub(crate) struct NodeTypeCheck<'a> {
     pub(crate) config: &'a NodeConfig,
     /// The size of its rendered user data, in bytes.
     pub(crate) user_data_len: usize,
+    /// How much of it is the head's share for Ray's autoscaler (rayefa's package, the cluster
+    /// file); 0 for every other node type.
+    pub(crate) head_share_len: usize,
 }
 
 /// Everything preflight looks at.
@@ -345,14 +348,30 @@ async fn check_node_type(
     }
 
     if !fits_ec2(node_type.user_data_len) {
+        let (share, fix) = if node_type.head_share_len > 0 {
+            (
+                format!(
+                    " ({} of them the cluster file and rayefa's package, which the head of a \
+                     cluster that autoscales gets for Ray's autoscaler)",
+                    node_type.head_share_len
+                ),
+                "shorten the setup commands or the cluster file (its comments travel too), or \
+                 move commands into a script they download",
+            )
+        } else {
+            (
+                String::new(),
+                "shorten the setup commands, or move them into a script the commands download",
+            )
+        };
         checker.finding(
             Some(name),
             "user-data",
             format!(
-                "the user data is {} bytes; EC2 takes at most {USER_DATA_LIMIT}",
+                "the user data is {} bytes{share}; EC2 takes at most {USER_DATA_LIMIT}",
                 node_type.user_data_len
             ),
-            "shorten the setup commands, or move them into a script the commands download".into(),
+            fix.into(),
         );
     }
 }

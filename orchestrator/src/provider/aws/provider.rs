@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
+use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, Tag};
 use rayefa_wire::{AgentConfigFile, Role};
 use tokio::sync::OnceCell;
 
@@ -15,6 +15,7 @@ use super::agent_package::{self, NodePackage};
 use super::agent_store::{self, Manifest, Presigner, StoreError};
 use super::client::Clients;
 use super::error::{ApiError, ErrorKind};
+use super::head_share::{self, HeadShare};
 use super::image::ResolvedImage;
 use super::launch::{self, LaunchSpec};
 use super::node_config::{self, NodeConfig};
@@ -128,6 +129,24 @@ impl StoreClient {
         agent_store::read_manifest(&self.s3, &self.store).await
     }
 
+    /// The share of the head of a cluster that autoscales, whose instance type runs
+    /// `architectures` and whose agent configuration is `config`: rayefa's package with URLs
+    /// signed now, the cluster file, and the control secret `config` carries.
+    async fn head_share(
+        &self,
+        manifest: &Manifest,
+        architectures: &[String],
+        cluster: &Cluster,
+        region: &str,
+        config: &AgentConfigFile,
+    ) -> Result<HeadShare, AwsError> {
+        let (machine, kinds) = agent_store::orchestrator_for(&self.store, manifest, architectures)?;
+        let rayefa = Presigner::new(&self.s3, &self.store)
+            .await?
+            .node_package(machine, kinds)?;
+        Ok(head_share_with(rayefa, cluster, region, config)?)
+    }
+
     /// What a node of an instance type running `architectures` installs, with URLs signed now.
     async fn node_package(
         &self,
@@ -139,6 +158,27 @@ impl StoreClient {
             .await?
             .node_package(machine, kinds)
     }
+}
+
+/// The head's share around the `rayefa` package `rayefa`.
+fn head_share_with(
+    rayefa: NodePackage,
+    cluster: &Cluster,
+    region: &str,
+    config: &AgentConfigFile,
+) -> Result<HeadShare, head_share::HeadShareError> {
+    Ok(HeadShare {
+        rayefa,
+        cluster_file: head_share::expanded_cluster_file(&cluster.path)?,
+        control_secret: config.agent.as_ref().and_then(|a| a.control_secret.clone()),
+        secret_path: head_share::head_secret_path(region, cluster.name()),
+        owner: config.commands.as_ref().and_then(|c| c.user.clone()),
+    })
+}
+
+/// Whether `config` is that of a head that runs Ray's autoscaler.
+fn autoscaling_head(config: &AgentConfigFile) -> bool {
+    config.node.as_ref().and_then(|n| n.role) == Some(Role::Head) && config.autoscaling.is_some()
 }
 
 /// `rayefa.agent_package`, if the file has one.
@@ -210,28 +250,51 @@ async fn run_preflight(
 ) -> Result<Preflighted, AwsError> {
     let packages = agent_packages(cluster);
     // Sized with the longest package URLs: the architectures are not known yet.
-    let package = match store {
-        Some((client, manifest)) => Presigner::new(&client.s3, &client.store)
-            .await?
-            .longest(manifest)?,
-        None => agent_package::longest(packages).map(NodePackage::from),
+    let (package, rayefa) = match store {
+        Some((client, manifest)) => {
+            let presigner = Presigner::new(&client.s3, &client.store).await?;
+            (
+                presigner.longest(&manifest.packages)?,
+                presigner.longest(&manifest.orchestrator)?,
+            )
+        }
+        None => (
+            agent_package::longest(packages).map(NodePackage::from),
+            None,
+        ),
     };
+    let autoscaling = crate::autoscaling::head_section(cluster)
+        .map_err(|e| AwsError::Autoscaling(e.to_string()))?;
     let mut checks = Vec::new();
     for (name, config) in configs {
         let role = role_of(cluster, name);
         let head = (role == Role::Worker).then_some(SIZING_HEAD_ADDRESS);
         let mut agent_config = render_agent_config(cluster, name, role, head);
+        if role == Role::Head {
+            agent_config.autoscaling.clone_from(&autoscaling);
+        }
         control_secret::with_secret(&mut agent_config, &ControlSecret::placeholder());
-        let user_data = render_user_data(package.as_ref(), &agent_config).map_err(|source| {
-            AwsError::UserData {
+        // A head whose store has no rayefa package is refused below; the rest is sized.
+        let share = match (&rayefa, autoscaling_head(&agent_config)) {
+            (Some(rayefa), true) => Some(head_share_with(
+                rayefa.clone(),
+                cluster,
+                &clients.region,
+                &agent_config,
+            )?),
+            _ => None,
+        };
+        let user_data = render_user_data(package.as_ref(), &agent_config, share.as_ref()).map_err(
+            |source| AwsError::UserData {
                 node_type: name.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         checks.push(NodeTypeCheck {
             name,
             config,
             user_data_len: user_data.len(),
+            head_share_len: share.as_ref().map_or(0, |s| s.render().len()),
         });
     }
     let input = preflight::Input {
@@ -251,7 +314,13 @@ async fn run_preflight(
                 .architectures
                 .get(name)
                 .map_or(&[][..], Vec::as_slice);
-            if let Err(error) = agent_store::packages_for(&client.store, manifest, architectures) {
+            let rayefa = (autoscaling.is_some() && role_of(cluster, name) == Role::Head)
+                .then(|| agent_store::orchestrator_for(&client.store, manifest, architectures));
+            let missing = [
+                agent_store::packages_for(&client.store, manifest, architectures).err(),
+                rayefa.and_then(Result::err),
+            ];
+            for error in missing.into_iter().flatten() {
                 let location = cluster
                     .node_type(name)
                     .map_or(cluster.spec.provider.referenced, |t| {
@@ -469,6 +538,68 @@ impl AwsProvider {
         Ok(instances)
     }
 
+    /// CreateTags on `id`, once it is known to be a live instance of this cluster.
+    ///
+    /// Ray tags a node right after launching it, and for a while after RunInstances EC2 may
+    /// not know the new instance yet (`InvalidInstanceID.NotFound`, from DescribeInstances by
+    /// id and from CreateTags alike): that answer is retried with backoff for as long as a
+    /// launch waits for an instance's address. An instance EC2 knows but that is not one of
+    /// this cluster's live ones is refused at once.
+    async fn tag_instance(
+        &self,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let outcome = match self.describe_listing(Some(vec![id.to_owned()])).await {
+                Ok(found) if found.is_empty() => {
+                    return Err(ProviderError::Failed(format!(
+                        "{id} is not a live instance of cluster {}: not tagged",
+                        self.cluster.name()
+                    )));
+                }
+                Ok(_) => self
+                    .clients
+                    .ec2
+                    .create_tags()
+                    .resources(id)
+                    .set_tags(Some(
+                        tags.iter()
+                            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                            .collect(),
+                    ))
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| ApiError::from_sdk(format!("tagging {id}"), e)),
+                Err(error) => Err(error),
+            };
+            let error = match outcome {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let waited = started.elapsed();
+            let again = error.kind == ErrorKind::NotFound || error.kind.is_retryable();
+            if !again || waited >= self.settings.address_timeout {
+                return Err(error.into());
+            }
+            let wait = self
+                .settings
+                .backoff(attempt)
+                .min(self.settings.address_timeout - waited);
+            let why = if error.kind == ErrorKind::NotFound {
+                "EC2 may not know a new instance yet"
+            } else {
+                "EC2 may answer the next request"
+            };
+            tracing::warn!("{error}; {why}: trying again in {wait:.1?}");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
     /// Waits until every instance in `instances` has a private address.
     async fn with_addresses(
         &self,
@@ -589,12 +720,39 @@ impl Provider for AwsProvider {
                 .map(NodePackage::from),
         };
         let agent_config = control_secret::secured(request.config, &self.control_secret_file()?)?;
-        let user_data = render_user_data(package.as_ref(), &agent_config).map_err(|e| {
-            ProviderError::Failed(format!(
-                "rendering the user data of {}: {e}",
-                request.node_type
-            ))
-        })?;
+        if request.role == Role::Head
+            && request.config.autoscaling.is_none()
+            && self.cluster.spec.autoscales()
+        {
+            tracing::warn!(
+                "{}: the cluster autoscales, but its head can get rayefa only from \
+                 rayefa.agent_store, which the file does not name: the head starts Ray without \
+                 Ray's autoscaler (docs/autoscaling.md)",
+                self.cluster.display_path()
+            );
+        }
+        let share = match (&self.store, &checked.manifest) {
+            (Some(store), Some(manifest)) if autoscaling_head(&agent_config) => Some(
+                store
+                    .head_share(
+                        manifest,
+                        type_architectures,
+                        &self.cluster,
+                        &self.clients.region,
+                        &agent_config,
+                    )
+                    .await
+                    .map_err(|e| failed(&e))?,
+            ),
+            _ => None,
+        };
+        let user_data =
+            render_user_data(package.as_ref(), &agent_config, share.as_ref()).map_err(|e| {
+                ProviderError::Failed(format!(
+                    "rendering the user data of {}: {e}",
+                    request.node_type
+                ))
+            })?;
         let token = format!(
             "rayefa-{}-{}",
             self.launch_id,
@@ -608,6 +766,7 @@ impl Provider for AwsProvider {
             config,
             user_data: &user_data,
             launch_id: &self.launch_id,
+            tags: request.tags,
             token: &token,
             subnet_zones: self.zones().await?,
         };
@@ -620,6 +779,41 @@ impl Provider for AwsProvider {
 
     fn location(&self) -> Option<String> {
         Some(self.clients.region.clone())
+    }
+
+    /// EC2 keeps them: the instances' own tags.
+    fn keeps_tags(&self) -> bool {
+        true
+    }
+
+    async fn tags(
+        &self,
+        nodes: &[NodeRecord],
+    ) -> Result<BTreeMap<String, BTreeMap<String, String>>, ProviderError> {
+        if nodes.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        Ok(self
+            .describe(Some(ids))
+            .await?
+            .iter()
+            .filter_map(|i| Some((i.instance_id()?.to_owned(), tags::tag_map(i.tags()))))
+            .filter(|(_, tags)| !tags.is_empty())
+            .collect())
+    }
+
+    async fn set_tags(
+        &self,
+        id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        if let Some(key) = tags.keys().find(|k| tags::is_reserved(k)) {
+            return Err(ProviderError::Failed(format!(
+                "tag {key} of {id}: rayefa sets it itself, and finds its instances by it"
+            )));
+        }
+        self.tag_instance(id, tags).await
     }
 
     /// Beside the local provider's clusters, by region: `STATE/aws/REGION/CLUSTER/`.
@@ -744,17 +938,19 @@ pub(crate) fn node_user_data(
         .and_then(|n| n.node_type.clone())
         .unwrap_or_default();
     // The command runs on the multi-threaded runtime; these few calls block it.
-    let package = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(node_package(cluster, &node_type))
+    let (package, share) = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(node_package(cluster, &node_type, config))
     })?;
-    render_user_data(package.as_ref(), config)
+    render_user_data(package.as_ref(), config, share.as_ref())
 }
 
-/// The package a node of `node_type` installs, for `rayefa user-data`.
+/// The package a node of `node_type` installs, and the head's share when it is the head of a
+/// cluster that autoscales, for `rayefa user-data`.
 async fn node_package(
     cluster: &Cluster,
     node_type: &str,
-) -> Result<Option<NodePackage>, super::user_data::UserDataError> {
+    config: &AgentConfigFile,
+) -> Result<(Option<NodePackage>, Option<HeadShare>), super::user_data::UserDataError> {
     use super::user_data::UserDataError;
     let store = StoreClient::open(cluster)
         .await
@@ -762,7 +958,21 @@ async fn node_package(
     if let Some(store) = store {
         let manifest = store.manifest().await?;
         let architectures = instance_type_architectures(cluster, node_type).await?;
-        return Ok(Some(store.node_package(&manifest, &architectures).await?));
+        let package = store.node_package(&manifest, &architectures).await?;
+        let share = if autoscaling_head(config) {
+            let clients = Clients::load(cluster.spec.provider.value.region.as_deref())
+                .await
+                .map_err(|e| UserDataError::Architecture(e.to_string()))?;
+            Some(
+                store
+                    .head_share(&manifest, &architectures, cluster, &clients.region, config)
+                    .await
+                    .map_err(|e| UserDataError::HeadShare(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        return Ok((Some(package), share));
     }
     let packages = agent_packages(cluster);
     let architectures = match packages {
@@ -771,7 +981,10 @@ async fn node_package(
         }
         _ => Vec::new(),
     };
-    Ok(agent_package::choose(packages, &architectures)?.map(NodePackage::from))
+    Ok((
+        agent_package::choose(packages, &architectures)?.map(NodePackage::from),
+        None,
+    ))
 }
 
 /// The architectures of `node_type`'s instance type, from DescribeInstanceTypes.

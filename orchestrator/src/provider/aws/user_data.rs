@@ -1,11 +1,14 @@
 //! The user data an EC2 node boots with: a short bash script (`user_data.sh`) that downloads
 //! the agent package, checks its pinned SHA-256, installs it with the OS's package manager,
 //! writes the node's agent configuration to `/etc/rayefa/agent.toml` and starts
-//! `rayefa-agent`. Every failure stops the script with a message on the console.
+//! `rayefa-agent`. Every failure stops the script with a message on the console. The head of
+//! a cluster that autoscales also installs rayefa and gets the cluster file
+//! ([`super::head_share`]); every other node's script has nothing of it.
 
 use rayefa_wire::AgentConfigFile;
 
 use super::agent_package::{Download, NodePackage, PackageSource};
+use super::head_share::HeadShare;
 
 /// The script, with `@NAME@` placeholders.
 const TEMPLATE: &str = include_str!("user_data.sh");
@@ -37,15 +40,20 @@ pub(crate) enum UserDataError {
     /// The node type's architecture could not be found out.
     #[error("choosing the agent package by architecture: {0}")]
     Architecture(String),
+    /// The head's share (rayefa's package, the cluster file) could not be made.
+    #[error("the head's share for Ray's autoscaler: {0}")]
+    HeadShare(String),
 }
 
 /// The user data of a node whose agent configuration is `config`, installing `package` (or
 /// relying on an agent already on the image when there is none). A package chosen for an
 /// architecture is installed only on a node whose `uname -m` is that architecture; with a
-/// package per kind (the store's), the node takes the kind its OS installs.
+/// package per kind (the store's), the node takes the kind its OS installs. `head` is the
+/// share of the head of a cluster that autoscales.
 pub(crate) fn render_user_data(
     package: Option<&NodePackage>,
     config: &AgentConfigFile,
+    head: Option<&HeadShare>,
 ) -> Result<String, UserDataError> {
     let mut toml = toml::to_string(config)?;
     if !toml.ends_with('\n') {
@@ -62,13 +70,7 @@ pub(crate) fn render_user_data(
         node.and_then(|n| n.node_type.as_deref()).unwrap_or("?"),
         node.and_then(|n| n.role).map_or("?", |r| r.as_str()),
     );
-    let quoted = |download: Option<&Download>| match download {
-        Some(d) => (
-            shell_quote(&d.url),
-            shell_quote(&d.sha256.to_ascii_lowercase()),
-        ),
-        None => (shell_quote(""), shell_quote("")),
-    };
+    let quoted = quoted_download;
     let (any, rpm, deb) = match package.map(|p| &p.source) {
         None => (None, None, None),
         Some(PackageSource::Any(download)) => (Some(download), None, None),
@@ -85,15 +87,27 @@ pub(crate) fn render_user_data(
         ("DEB_URL", deb.0),
         ("DEB_SHA256", deb.1),
         ("MACHINE", shell_quote(machine)),
+        ("HEAD", head.map(HeadShare::render).unwrap_or_default()),
         ("EOF", delimiter),
         ("TOML", toml),
     ];
     Ok(fill(TEMPLATE, &values))
 }
 
+/// A download's URL and SHA-256 as shell words; two empty words for none.
+pub(crate) fn quoted_download(download: Option<&Download>) -> (String, String) {
+    match download {
+        Some(d) => (
+            shell_quote(&d.url),
+            shell_quote(&d.sha256.to_ascii_lowercase()),
+        ),
+        None => (shell_quote(""), shell_quote("")),
+    }
+}
+
 /// `template` with each `@NAME@` replaced by its value, in one pass so that a value is never
 /// scanned for placeholders itself.
-fn fill(template: &str, values: &[(&str, String)]) -> String {
+pub(crate) fn fill(template: &str, values: &[(&str, String)]) -> String {
     let mut out =
         String::with_capacity(template.len() + values.iter().map(|(_, v)| v.len()).sum::<usize>());
     let mut rest = template;
@@ -123,7 +137,7 @@ fn fill(template: &str, values: &[(&str, String)]) -> String {
 }
 
 /// `text` as one single-quoted shell word.
-fn shell_quote(text: &str) -> String {
+pub(crate) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
@@ -175,10 +189,14 @@ mod tests {
             "echo 'quoted' \"twice\" $HOME `date`".into(),
             "pip install -U \"ray[default,data]\"".into(),
         ]);
-        let script = render_user_data(None, &config).expect("renders");
+        let script = render_user_data(None, &config, None).expect("renders");
         assert!(script.starts_with("#!/bin/bash\n"));
         assert_eq!(embedded_config(&script), config);
         assert!(script.contains("url=''\n"), "no package configured");
+        assert!(
+            !script.contains("@HEAD@") && !script.contains("rayefa_rpm_url"),
+            "a node that is not an autoscaling head gets nothing of the head's share"
+        );
     }
 
     #[test]
@@ -189,7 +207,7 @@ mod tests {
 
     #[test]
     fn apt_waits_for_the_dpkg_lock_like_the_agent() {
-        let script = render_user_data(None, &config_with_setup(vec![])).expect("renders");
+        let script = render_user_data(None, &config_with_setup(vec![]), None).expect("renders");
         let apt: Vec<&str> = script
             .lines()
             .filter(|l| l.contains("apt-get") && !l.trim_start().starts_with('#'))
@@ -210,7 +228,7 @@ mod tests {
     #[test]
     fn a_line_equal_to_the_delimiter_gets_a_longer_delimiter() {
         let config = config_with_setup(vec![format!("x\n{DELIMITER}\ny")]);
-        let script = render_user_data(None, &config).expect("renders");
+        let script = render_user_data(None, &config, None).expect("renders");
         assert_eq!(embedded_config(&script), config);
     }
 
@@ -222,7 +240,7 @@ mod tests {
             .expect("fits")
             .expect("a package");
         let script =
-            render_user_data(Some(&chosen.into()), &config_with_setup(vec![])).expect("ok");
+            render_user_data(Some(&chosen.into()), &config_with_setup(vec![]), None).expect("ok");
         assert!(script.contains(r"url='https://example.invalid/it'\''s.rpm'"));
         assert!(script.contains("sha256='abcdef'"));
         assert!(
@@ -236,7 +254,7 @@ mod tests {
             .expect("fits")
             .expect("a package");
         let script =
-            render_user_data(Some(&chosen.into()), &config_with_setup(vec![])).expect("ok");
+            render_user_data(Some(&chosen.into()), &config_with_setup(vec![]), None).expect("ok");
         assert!(script.contains("machine='aarch64'\n"));
     }
 
@@ -252,7 +270,8 @@ mod tests {
                 deb: None,
             },
         };
-        let script = render_user_data(Some(&package), &config_with_setup(vec![])).expect("ok");
+        let script =
+            render_user_data(Some(&package), &config_with_setup(vec![]), None).expect("ok");
         for line in [
             "url=''\n",
             "sha256=''\n",

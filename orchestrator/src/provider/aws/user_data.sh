@@ -60,7 +60,7 @@ elif ! command -v rayefa-agent >/dev/null; then
   fail "rayefa-agent is not on this image and no rayefa.agent_package is configured"
 fi
 
-mkdir -p "$root/etc/rayefa"
+@HEAD@mkdir -p "$root/etc/rayefa"
 cat >"$root/etc/rayefa/agent.toml.new" <<'@EOF@'
 @TOML@@EOF@
 mv "$root/etc/rayefa/agent.toml.new" "$root/etc/rayefa/agent.toml"
