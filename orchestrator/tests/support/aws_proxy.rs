@@ -737,19 +737,8 @@ async fn describe_instances(
     state: &Arc<Mutex<State>>,
 ) -> Answer {
     let hidden = state.lock().expect("proxy state lock").hidden_now();
-    if let Some(asked) = recorded
-        .params
-        .iter()
-        .filter(|(k, _)| k.starts_with("InstanceId."))
-        .map(|(_, v)| v)
-        .find(|id| hidden.contains(id))
-    {
-        recorded.outcome = format!("hid {asked}");
-        return error_answer(
-            400,
-            "InvalidInstanceID.NotFound",
-            &format!("The instance ID '{asked}' does not exist"),
-        );
+    if let Some(refused) = refuse_hidden(recorded, "InstanceId.", &hidden) {
+        return refused;
     }
     let answer = forward.send(body.clone()).await;
     if answer.status != 200 || hidden.is_empty() {
@@ -793,21 +782,28 @@ async fn create_tags(
     state: &Arc<Mutex<State>>,
 ) -> Answer {
     let hidden = state.lock().expect("proxy state lock").hidden_now();
-    if let Some(asked) = recorded
-        .params
-        .iter()
-        .filter(|(k, _)| k.starts_with("ResourceId."))
-        .map(|(_, v)| v)
-        .find(|id| hidden.contains(id))
-    {
-        recorded.outcome = format!("hid {asked}");
-        return error_answer(
-            400,
-            "InvalidInstanceID.NotFound",
-            &format!("The instance ID '{asked}' does not exist"),
-        );
+    if let Some(refused) = refuse_hidden(recorded, "ResourceId.", &hidden) {
+        return refused;
     }
     forward.send(body.clone()).await
+}
+
+/// EC2's answer to a request that names, in a parameter starting `prefix`, an instance it does
+/// not know yet; `None` when the request names none of `hidden`.
+fn refuse_hidden(recorded: &mut Recorded, prefix: &str, hidden: &[String]) -> Option<Answer> {
+    let asked = recorded
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .find(|id| hidden.contains(id))?
+        .clone();
+    recorded.outcome = format!("hid {asked}");
+    Some(error_answer(
+        400,
+        "InvalidInstanceID.NotFound",
+        &format!("The instance ID '{asked}' does not exist"),
+    ))
 }
 
 /// The text of every `<name>...</name>` element in `xml`.

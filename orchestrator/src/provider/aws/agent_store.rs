@@ -491,19 +491,11 @@ pub(crate) fn packages_for<'m>(
     manifest: &'m Manifest,
     architectures: &[String],
 ) -> Result<(&'m str, &'m BTreeMap<PackageKind, Entry>), StoreError> {
-    architectures
-        .iter()
-        .find_map(|arch| manifest.packages.get_key_value(machine_name(arch)))
-        .filter(|(_, kinds)| !kinds.is_empty())
-        .map(|(machine, kinds)| (machine.as_str(), kinds))
-        .ok_or_else(|| StoreError::NoPackage {
-            store: store.to_string(),
-            architectures: architectures
-                .iter()
-                .map(|a| machine_name(a).to_owned())
-                .collect(),
-            have: manifest.packages.keys().cloned().collect(),
-        })
+    first_with_packages(&manifest.packages, architectures).ok_or_else(|| StoreError::NoPackage {
+        store: store.to_string(),
+        architectures: machine_names(architectures),
+        have: manifest.packages.keys().cloned().collect(),
+    })
 }
 
 /// The manifest's `rayefa` packages for a head whose instance type runs `architectures`.
@@ -512,19 +504,32 @@ pub(crate) fn orchestrator_for<'m>(
     manifest: &'m Manifest,
     architectures: &[String],
 ) -> Result<(&'m str, &'m BTreeMap<PackageKind, Entry>), StoreError> {
+    first_with_packages(&manifest.orchestrator, architectures).ok_or_else(|| {
+        StoreError::NoOrchestrator {
+            store: store.to_string(),
+            architectures: machine_names(architectures),
+            have: manifest.orchestrator.keys().cloned().collect(),
+        }
+    })
+}
+
+/// The packages of the first of `architectures` that has any.
+fn first_with_packages<'m>(
+    packages: &'m ByArchitecture,
+    architectures: &[String],
+) -> Option<(&'m str, &'m BTreeMap<PackageKind, Entry>)> {
     architectures
         .iter()
-        .find_map(|arch| manifest.orchestrator.get_key_value(machine_name(arch)))
+        .find_map(|arch| packages.get_key_value(machine_name(arch)))
         .filter(|(_, kinds)| !kinds.is_empty())
         .map(|(machine, kinds)| (machine.as_str(), kinds))
-        .ok_or_else(|| StoreError::NoOrchestrator {
-            store: store.to_string(),
-            architectures: architectures
-                .iter()
-                .map(|a| machine_name(a).to_owned())
-                .collect(),
-            have: manifest.orchestrator.keys().cloned().collect(),
-        })
+}
+
+fn machine_names(architectures: &[String]) -> Vec<String> {
+    architectures
+        .iter()
+        .map(|a| machine_name(a).to_owned())
+        .collect()
 }
 
 /// Presigns URLs for the manifest's packages; one signing time and credentials for all.
