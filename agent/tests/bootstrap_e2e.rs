@@ -152,13 +152,16 @@ impl Drop for DiskNode {
     }
 }
 
-/// The pid of the agent's `pip install`, run by the virtualenv's interpreter `python`, once it
-/// exists.
-fn wait_for_pip(python: &Path, within: Duration, node: &Node) -> i32 {
-    let python = python.display().to_string();
+/// The pid of the agent's first `python -m pip install` under `root` once it exists: the
+/// interpreter's pip installing uv into the agent's state (install-ray gets uv before it makes
+/// the virtualenv), or the virtualenv's pip where uv cannot be had. Either is the slow part of
+/// install-ray; a path under this test's own root tells it from any other pip on the host.
+fn wait_for_pip(root: &Path, within: Duration, node: &Node) -> i32 {
+    let root = root.display().to_string();
     wait_for_process(
         |argv| {
-            argv.first() == Some(&python) && argv.windows(3).any(|w| w == ["-m", "pip", "install"])
+            argv.windows(3).any(|w| w == ["-m", "pip", "install"])
+                && argv.iter().any(|arg| arg.starts_with(&root))
         },
         within,
         || format!("pip install never started; agent log:\n{}", node.log()),
@@ -293,13 +296,11 @@ fn bootstraps_a_node_on_a_real_disk_and_resumes_after_a_sigkill() {
     let mut node = DiskNode::new(FULL_BOOTSTRAP);
     let before = Measured::now(&node);
     node.disk.enlarge(ENLARGED_BYTES);
-    let venv_python = node.root().join("opt/rayefa/venv/bin/python");
-
     // First boot: grow-root runs, then install-ray; the agent is killed in the middle of pip.
     node.spawn();
-    let pip = wait_for_pip(&venv_python, READY_WITHIN, &node.node);
+    let pip = wait_for_pip(&node.root(), READY_WITHIN, &node.node);
     // Frozen, so that the step cannot finish between here and the kill.
-    // SAFETY: kill(2) on the pip process of this test's own agent, found by its interpreter's
+    // SAFETY: kill(2) on the pip process of this test's own agent, found by a
     // path inside this test's scratch root.
     let stopped = unsafe { libc::kill(pip, SIGSTOP) };
     assert_eq!(stopped, 0, "pip {pip} finished before it could be stopped");
