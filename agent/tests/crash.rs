@@ -395,13 +395,18 @@ setup = ["python -m pip --version >> $MARKS/pip"]
 start = ["true"]
 "#;
 
-/// The process whose command line has `-m venv` and `dir`, once it exists.
+/// The process making the virtualenv `dir` once it exists: `uv venv --seed ... DIR`, or
+/// `python -m venv DIR` where uv cannot be had.
 fn wait_for_venv_process(dir: &std::path::Path, within: Duration) -> i32 {
     let dir = dir.display().to_string();
     wait_for_process(
-        |argv| argv.windows(2).any(|w| w == ["-m", "venv"]) && argv.contains(&dir),
+        |argv| {
+            let uv_venv = argv.first().is_some_and(|a| a.ends_with("/uv"))
+                && argv.get(1).is_some_and(|a| a == "venv");
+            (uv_venv || argv.windows(2).any(|w| w == ["-m", "venv"])) && argv.contains(&dir)
+        },
         within,
-        || "python -m venv never started".to_owned(),
+        || "neither uv venv nor python -m venv started".to_owned(),
     )
 }
 
@@ -419,13 +424,13 @@ fn a_kill_while_the_virtualenv_is_made_leaves_no_half_made_virtualenv() {
     crashing.spawn();
     let maker = wait_for_venv_process(&venv, Duration::from_secs(30));
     // Stopped once the interpreter is in place and before pip is: the half-made state a kill
-    // in the middle of `python -m venv` leaves.
+    // in the middle of making it leaves.
     let started = Instant::now();
     while !venv.join("bin/python").exists() {
         assert!(started.elapsed() < Duration::from_secs(60), "no bin/python");
         std::thread::sleep(Duration::from_millis(2));
     }
-    // SAFETY: kill(2) on the `python -m venv` this test's agent started, found by its
+    // SAFETY: kill(2) on the virtualenv maker this test's agent started, found by its
     // command line naming this test's scratch folder.
     assert_eq!(unsafe { libc::kill(maker, libc::SIGSTOP) }, 0);
     assert!(
