@@ -190,12 +190,7 @@ fn published_packages_reach_each_node_through_a_presigned_url() {
         "a second publish uploads nothing"
     );
 
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &world
-            .s3_object(BUCKET, "builds/v1/manifest.json")
-            .expect("a manifest"),
-    )
-    .expect("the manifest is JSON");
+    let manifest = published_manifest(&world);
     assert_eq!(
         manifest["packages"]["x86_64"]["rpm"]["sha256"],
         x86_sha.as_str()
@@ -476,12 +471,7 @@ fn up_gives_every_launched_node_a_working_url() {
         .expect_code(0);
     let report: serde_json::Value = serde_json::from_str(&published.stdout).expect("JSON");
     assert_eq!(report["packages"][0]["package"], "rayefa", "{report:#}");
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &world
-            .s3_object(BUCKET, "builds/v1/manifest.json")
-            .expect("a manifest"),
-    )
-    .expect("the manifest is JSON");
+    let manifest = published_manifest(&world);
     assert_eq!(
         manifest["orchestrator"]["x86_64"]["rpm"]["sha256"],
         rayefa_sha.as_str(),
@@ -603,4 +593,14 @@ fn up_gives_every_launched_node_a_working_url() {
         "the node Ray added answers `rayefa check` like the rest:\n{script}"
     );
     assert_eq!(script_value(&script, "rpm_sha256"), x86_sha);
+}
+
+/// The manifest `rayefa publish` wrote to the store `builds/v1`.
+fn published_manifest(world: &World) -> serde_json::Value {
+    serde_json::from_slice(
+        &world
+            .s3_object(BUCKET, "builds/v1/manifest.json")
+            .expect("a manifest"),
+    )
+    .expect("the manifest is JSON")
 }
